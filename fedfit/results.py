@@ -1,0 +1,114 @@
+"""Run directories: the resolved config, one JSON line per round, the final adapter state.
+
+Layout of a run directory::
+
+    RUN/config.json      the resolved configuration (every option, after defaults and overrides)
+    RUN/rounds.jsonl     one ``RoundRecord`` per line, round 0 = the initial state (no training)
+    RUN/final_state.npz  the final global adapter arrays (name -> float32 array)
+    RUN/summary.json     the last record plus totals, written when the run ends
+
+Byte fields are bytes; ``*_wire`` is the size of the serialized Flower messages, ``*_payload`` the
+sum of ``nbytes`` of the arrays they carry. Accuracies are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@dataclass
+class RoundRecord:
+    """What one federated round cost and reached."""
+
+    round: int
+    clients: int = 0                  # clients that replied to training this round
+    bytes_down_wire: int = 0          # server -> clients, this round (train + evaluate messages)
+    bytes_up_wire: int = 0            # clients -> server, this round
+    bytes_down_payload: int = 0
+    bytes_up_payload: int = 0
+    cum_bytes_down_wire: int = 0      # cumulative since round 0
+    cum_bytes_up_wire: int = 0
+    cum_bytes_wire: int = 0           # down + up, cumulative
+    acc_mean: float | None = None     # personalized accuracy across evaluated clients
+    acc_median: float | None = None
+    acc_p10: float | None = None      # 10th percentile across clients
+    acc_std: float | None = None
+    acc_finetuned_mean: float | None = None  # after local personalization steps, if configured
+    global_acc: float | None = None   # head from aggregated class statistics, all classes
+    eval_clients: int = 0
+    train_loss: float | None = None   # mean episodic loss of the clients' last local step
+    seconds: float = 0.0              # wall-clock seconds of this round
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RoundRecord":
+        known = {f.name for f in fields(cls)}
+        extra = dict(d.get("extra") or {})
+        extra.update({k: v for k, v in d.items() if k not in known})
+        return cls(**{k: v for k, v in d.items() if k in known and k != "extra"}, extra=extra)
+
+
+class RunWriter:
+    """Appends round records to ``RUN/rounds.jsonl`` as they happen (flushed per line)."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any]):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+        self._rounds = self.dir / "rounds.jsonl"
+        self._rounds.write_text("")
+        self.records: list[RoundRecord] = []
+
+    def write(self, record: RoundRecord) -> None:
+        self.records.append(record)
+        with self._rounds.open("a") as f:
+            f.write(record.to_json() + "\n")
+
+    def save_state(self, arrays: dict[str, np.ndarray]) -> None:
+        np.savez(self.dir / "final_state.npz", **arrays)
+
+    def finish(self, **totals: Any) -> dict[str, Any]:
+        last = asdict(self.records[-1]) if self.records else {}
+        summary = {"last_round": last, **totals}
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+
+@dataclass
+class Run:
+    """A finished (or running) run read back from disk."""
+
+    dir: Path
+    config: dict[str, Any]
+    rounds: list[RoundRecord]
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.dir.name
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Read a run directory; raises FileNotFoundError / ValueError with the offending path."""
+    d = Path(run_dir)
+    cfg_path, rounds_path = d / "config.json", d / "rounds.jsonl"
+    if not rounds_path.exists():
+        raise FileNotFoundError(f"{d}: not a fedfit run directory (no rounds.jsonl)")
+    config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+    return Run(d, config, list(_read_lines(rounds_path)))
+
+
+def _read_lines(path: Path) -> Iterator[RoundRecord]:
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield RoundRecord.from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{path}:{i}: malformed round record: {e}") from e
