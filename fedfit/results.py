@@ -25,14 +25,17 @@ class RoundRecord:
     """What one federated round cost and reached."""
 
     round: int
-    clients: int = 0                  # clients that replied to training this round
-    bytes_down_wire: int = 0          # server -> clients, this round (train + evaluate messages)
-    bytes_up_wire: int = 0            # clients -> server, this round
+    clients: int = 0                  # clients whose training reply was aggregated this round
+    bytes_down_wire: int = 0          # training traffic server -> clients, this round
+    bytes_up_wire: int = 0            # training traffic clients -> server, this round
     bytes_down_payload: int = 0
     bytes_up_payload: int = 0
-    cum_bytes_down_wire: int = 0      # cumulative since round 0
+    cum_bytes_down_wire: int = 0      # cumulative training traffic since round 0
     cum_bytes_up_wire: int = 0
-    cum_bytes_wire: int = 0           # down + up, cumulative
+    cum_bytes_wire: int = 0           # down + up, cumulative: the communication cost of learning
+    eval_bytes_down_wire: int = 0     # evaluation traffic (measurement, not learning), this round
+    eval_bytes_up_wire: int = 0
+    rejected: int = 0                 # replies dropped (client errors, malformed or hostile updates)
     acc_mean: float | None = None     # personalized accuracy across evaluated clients
     acc_median: float | None = None
     acc_p10: float | None = None      # 10th percentile across clients

@@ -1,0 +1,1 @@
+"""Flower client side: the ClientApp over ``fedfit.federated.ClientWork``."""

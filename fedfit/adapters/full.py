@@ -1,0 +1,22 @@
+"""``full``: every weight of the backbone is trained and transmitted (the BiT-style baseline).
+
+Norm layers keep their running statistics (eval mode), as for FiLM, so the only difference from FiT
+is *what* is trained and sent: all ~3.4M Lite0 weights instead of 20,544 FiLM parameters.
+"""
+from __future__ import annotations
+
+from fedfit.adapters.base import Adapter
+
+
+class FullFineTune(Adapter):
+    name = "full"
+
+    def attach(self, backbone):
+        self.body = backbone.model  # registered here: its weights become this adapter's parameters
+        for p in self.body.parameters():
+            p.requires_grad_(True)
+        self._initial = {k: v.detach().clone() for k, v in self.body.named_parameters()}
+        return self
+
+    def reset(self) -> None:
+        self.load_state_arrays({f"body.{k}": v.numpy() for k, v in self._initial.items()})

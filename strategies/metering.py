@@ -1,0 +1,107 @@
+"""Byte metering of the Flower messages a run really sends.
+
+``wire_bytes(msg)`` is the size of what Flower's transport sends for one message (flwr 1.41/1.42):
+the message metadata proto (content removed), its object-tree proto, and every distinct object of the
+tree (message, record dict, records, arrays, array chunks) as Flower deflates it (head: type, child
+ids, body length; then the body), each with its 64-character object id - exactly the pieces that
+``push_messages`` / ``PushObject`` put on the wire. gRPC/HTTP2/TLS framing below that is not counted.
+``payload_bytes(msg)`` is the raw size of the arrays it carries (sum of ``numpy().nbytes``), so the
+difference shows Flower's framing (npy headers, ids, JSON metadata).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+from flwr.app.message import remove_content_from_message
+from flwr.common.serde import message_to_proto
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+
+
+def wire_bytes(msg: Message) -> int:
+    """Bytes Flower's transport sends for ``msg`` (see module docstring)."""
+    n = message_to_proto(remove_content_from_message(msg)).ByteSize()
+    if msg.has_content():
+        n += get_object_tree(msg).ByteSize()
+        n += sum(len(oid) + len(obj.deflate()) for oid, obj in get_all_nested_objects(msg).items())
+    return n
+
+
+def payload_bytes(msg: Message) -> int:
+    """Raw bytes of every array the message carries (no headers, ids or metadata)."""
+    if not msg.has_content():
+        return 0
+    total = 0
+    for rec in msg.content.values():
+        if isinstance(rec, ArrayRecord):
+            for arr in rec.values():
+                total += int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+    return total
+
+
+@dataclass
+class Transfer:
+    """One metered message. direction: 'down' (server -> client) or 'up'; kind: train / evaluate / global."""
+
+    direction: str
+    node_id: int
+    kind: str
+    wire: int
+    payload: int
+
+
+@dataclass
+class Meter:
+    """Accumulates ``Transfer``s; ``take()`` returns and clears them (one round at a time)."""
+
+    transfers: list[Transfer] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, direction: str, msg: Message, kind: str) -> Transfer:
+        node = msg.metadata.dst_node_id if direction == "down" else msg.metadata.src_node_id
+        t = Transfer(direction, int(node), kind, wire_bytes(msg), payload_bytes(msg))
+        with self._lock:
+            self.transfers.append(t)
+        return t
+
+    def take(self) -> list[Transfer]:
+        with self._lock:
+            out, self.transfers = self.transfers, []
+        return out
+
+
+def total(transfers: Iterable[Transfer], direction: str, field_: str = "wire", kinds: tuple[str, ...] | None = None) -> int:
+    return sum(getattr(t, field_) for t in transfers if t.direction == direction and (kinds is None or t.kind in kinds))
+
+
+class MeteredGrid:
+    """Wraps a Flower ``Grid``: every message sent and every reply received is metered.
+
+    ``kind`` is taken from the message's ``config`` record ``phase`` when present, else its type."""
+
+    def __init__(self, grid, meter: Meter | None = None):
+        self._grid = grid
+        self.meter = meter or Meter()
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    @staticmethod
+    def _kind(msg: Message) -> str:
+        if msg.has_content() and "config" in msg.content and "phase" in msg.content["config"]:
+            return str(msg.content["config"]["phase"])
+        return msg.metadata.message_type
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        kinds = {}
+        for m in messages:
+            kinds[m.metadata.dst_node_id] = self._kind(m)
+            self.meter.add("down", m, kinds[m.metadata.dst_node_id])
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for r in replies:
+            self.meter.add("up", r, kinds.get(r.metadata.src_node_id, r.metadata.message_type))
+        return replies
