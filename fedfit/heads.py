@@ -7,9 +7,12 @@ covariances, then scores target features (m, d) with class log-likelihoods (m, C
 * LDA: ``Sigma = relu(e2) * Sigma_task + relu(e3) * I`` (shared), e starts (1, 1)
 * ProtoNets: ``-||f - mu_c||^2 / temperature`` (FiT's is temperature 1; see ``ProtoNets``)
 
-Covariances use the unbiased estimator (a class with a single example has a zero class covariance);
-Gaussian log-densities go through a batched Cholesky factor, with growing diagonal jitter as a
-fallback when a matrix is numerically not positive definite. Works on CPU and CUDA.
+Covariances use the unbiased estimator (a class with a single example has a zero class covariance).
+The identity weight is floored at ``MIN_IDENTITY_WEIGHT`` so every covariance stays positive definite.
+With fewer context images than feature dimensions (the few-shot case: ~25 images, d = 1280) the
+covariances are "identity + low rank" and log-densities use the Woodbury identity on k x k matrices;
+otherwise a batched d x d Cholesky factor. Either way a Cholesky that fails numerically is retried
+with growing diagonal jitter. Works on CPU and CUDA.
 """
 from __future__ import annotations
 
@@ -86,6 +89,37 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, chol: torch.Tensor) -
     return (-0.5 * (d * math.log(2 * math.pi) + logdet[:, None] + maha)).T
 
 
+def lowrank_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, U: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log N(x | mean_c, b I + U_c U_c^T) without forming d x d matrices (Woodbury identity).
+
+    x (m, d), mean (C, d), U (C, d, k) or (d, k) with k << d, b > 0 scalar -> (m, C). Costs
+    O(C m d k + C k^3) instead of O(C d^3): with d = 1280 features and k ~ 25 context images it is
+    what makes a QDA / LDA training step as cheap as a ProtoNets one."""
+    d = x.shape[-1]
+    if U.ndim == 2:
+        U = U.expand(mean.shape[0], *U.shape)
+    k = U.shape[-1]
+    v = x[None, :, :] - mean[:, None, :]                                     # (C, m, d)
+    w = v @ U                                                                # (C, m, k)
+    cap = U.transpose(-1, -2) @ U + b * torch.eye(k, dtype=x.dtype, device=x.device)  # (C, k, k)
+    L = cholesky_safe(cap)
+    z = torch.linalg.solve_triangular(L, w.transpose(-1, -2), upper=False)  # (C, k, m)
+    quad = (v.pow(2).sum(-1) - z.pow(2).sum(-2)) / b                        # (C, m)
+    logdet = (d - k) * torch.log(b) + 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # (C,)
+    return (-0.5 * (d * math.log(2 * math.pi) + logdet[:, None] + quad)).T
+
+
+def _centered_factor(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """U (d, n) with U U^T = weight * unbiased covariance of the rows of x (n, d); zeros when n < 2."""
+    n = x.shape[0]
+    if n < 2:
+        return x.new_zeros(x.shape[1], 1)
+    return (x - x.mean(0, keepdim=True)).T * torch.sqrt(weight / (n - 1))
+
+
+MIN_IDENTITY_WEIGHT = 1e-4  # keeps b I positive definite when relu(e_identity) reaches 0
+
+
 class Head(nn.Module):
     """``forward(context_feats (n,d), context_labels (n,), target_feats (m,d), num_classes) -> logits (m, C)``."""
 
@@ -121,8 +155,11 @@ class LDA(Head):
     def forward(self, ctx, ctx_y, tgt, num_classes):
         mu = ClassStats.of(ctx, ctx_y, num_classes).means()
         e = F.relu(self.e)
-        eye = torch.eye(ctx.shape[1], dtype=ctx.dtype, device=ctx.device)
-        return gaussian_log_prob(tgt, mu, cholesky_safe(e[0] * _cov(ctx) + e[1] * eye))
+        n, d = ctx.shape
+        if n < d:  # low rank + identity: Woodbury
+            return lowrank_gaussian_log_prob(tgt, mu, _centered_factor(ctx, e[0]), e[1] + MIN_IDENTITY_WEIGHT)
+        eye = torch.eye(d, dtype=ctx.dtype, device=ctx.device)
+        return gaussian_log_prob(tgt, mu, cholesky_safe(e[0] * _cov(ctx) + (e[1] + MIN_IDENTITY_WEIGHT) * eye))
 
 
 class QDA(Head):
@@ -135,8 +172,16 @@ class QDA(Head):
     def forward(self, ctx, ctx_y, tgt, num_classes):
         mu = ClassStats.of(ctx, ctx_y, num_classes).means()
         e = F.relu(self.e)
-        eye = torch.eye(ctx.shape[1], dtype=ctx.dtype, device=ctx.device)
-        shared = e[1] * _cov(ctx) + e[2] * eye
+        n, d = ctx.shape
+        b = e[2] + MIN_IDENTITY_WEIGHT
+        if 2 * n < d:  # per class: [class factor | task factor], still rank << d
+            task = _centered_factor(ctx, e[1])
+            per_class = [_centered_factor(ctx[ctx_y == c], e[0]) for c in range(num_classes)]
+            k = max(u.shape[1] for u in per_class)
+            U = torch.stack([torch.cat([F.pad(u, (0, k - u.shape[1])), task], 1) for u in per_class])
+            return lowrank_gaussian_log_prob(tgt, mu, U, b)
+        eye = torch.eye(d, dtype=ctx.dtype, device=ctx.device)
+        shared = e[1] * _cov(ctx) + b * eye
         cls_cov = torch.stack([_cov(ctx[ctx_y == c]) for c in range(num_classes)])
         return gaussian_log_prob(tgt, mu, cholesky_safe(e[0] * cls_cov + shared))
 

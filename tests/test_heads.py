@@ -6,6 +6,9 @@ from scipy.stats import multivariate_normal
 from fedfit.heads import AUTO_RULE, ClassStats, auto_head, cholesky_safe, create_head
 
 
+MIN_E = 1e-4  # the heads' floor on the identity weight
+
+
 def _data(rng, n_per=4, C=3, d=6):
     x = rng.normal(size=(n_per * C, d)) + np.repeat(rng.normal(scale=2, size=(C, d)), n_per, 0)
     y = np.repeat(np.arange(C), n_per)
@@ -21,8 +24,9 @@ def _torch(*a):
     return [torch.tensor(v, dtype=torch.float64) for v in a]
 
 
-def test_qda_equals_scipy_gaussian(rng):
-    x, y, t = _data(rng)
+@pytest.mark.parametrize("d", [6, 40])  # 6: dense Cholesky path; 40 > 2 * 12 examples: Woodbury path
+def test_qda_equals_scipy_gaussian(rng, d):
+    x, y, t = _data(rng, d=d)
     head = create_head("qda").double()
     with torch.no_grad():
         head.e.copy_(torch.tensor([0.7, 0.3, 1.5]))
@@ -30,27 +34,29 @@ def test_qda_equals_scipy_gaussian(rng):
     task = _unbiased(x)
     for c in range(3):
         xc = x[y == c]
-        cov = 0.7 * _unbiased(xc) + 0.3 * task + 1.5 * np.eye(x.shape[1])
+        cov = 0.7 * _unbiased(xc) + 0.3 * task + (1.5 + MIN_E) * np.eye(x.shape[1])
         np.testing.assert_allclose(out[:, c], multivariate_normal(xc.mean(0), cov).logpdf(t), rtol=1e-8)
 
 
-def test_lda_equals_scipy_gaussian(rng):
-    x, y, t = _data(rng)
+@pytest.mark.parametrize("d", [6, 40])
+def test_lda_equals_scipy_gaussian(rng, d):
+    x, y, t = _data(rng, d=d)
     head = create_head("lda").double()
     out = head(*_torch(x), torch.tensor(y), *_torch(t), 3).detach().numpy()
-    cov = _unbiased(x) + np.eye(x.shape[1])  # e starts at (1, 1)
+    cov = _unbiased(x) + (1 + MIN_E) * np.eye(x.shape[1])  # e starts at (1, 1)
     for c in range(3):
         np.testing.assert_allclose(out[:, c], multivariate_normal(x[y == c].mean(0), cov).logpdf(t), rtol=1e-8)
 
 
-def test_negative_mixing_weights_are_relu_clipped(rng):
-    x, y, t = _data(rng)
+@pytest.mark.parametrize("d", [6, 40])
+def test_negative_mixing_weights_are_relu_clipped(rng, d):
+    x, y, t = _data(rng, d=d)
     head = create_head("qda").double()
     with torch.no_grad():
         head.e.copy_(torch.tensor([-1.0, -1.0, 2.0]))
     out = head(*_torch(x), torch.tensor(y), *_torch(t), 3).detach().numpy()
     for c in range(3):
-        ref = multivariate_normal(x[y == c].mean(0), 2.0 * np.eye(x.shape[1])).logpdf(t)
+        ref = multivariate_normal(x[y == c].mean(0), (2.0 + MIN_E) * np.eye(x.shape[1])).logpdf(t)
         np.testing.assert_allclose(out[:, c], ref, rtol=1e-8)
 
 
