@@ -1,0 +1,162 @@
+"""Splitting an ImageSet into few-shot clients.
+
+Every function is deterministic given its ``seed`` (or ``rng``) and the data, so each simulation process
+can recompute the same partition on its own. Plans hold indices only (cheap); ``materialize`` copies one
+client's images. Support and query sets are ordered class by class, local labels 0..C-1 follow the
+order of ``classes`` (sorted global ids).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import ClientData, DataError, ImageSet
+
+
+@dataclass
+class ClientPlan:
+    """One client as indices into an ImageSet: int64 arrays; *_y are local labels 0..C-1."""
+
+    client_id: int
+    classes: np.ndarray
+    support_idx: np.ndarray
+    support_y: np.ndarray
+    query_idx: np.ndarray
+    query_y: np.ndarray
+
+
+def materialize(data: ImageSet, plan: ClientPlan) -> ClientData:
+    """Copy the images of ``plan`` out of ``data`` -> ClientData (uint8 (n, S, S, 3) arrays)."""
+    return ClientData(client_id=plan.client_id, support_x=np.asarray(data.images[plan.support_idx]),
+                      support_y=plan.support_y, query_x=np.asarray(data.images[plan.query_idx]),
+                      query_y=plan.query_y, classes=plan.classes)
+
+
+def _require(minimum: int, **values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or value < minimum:
+            raise DataError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _max_clients(cap: np.ndarray, classes_per_client: int) -> int:
+    """Largest k with sum_c min(cap_c, k) >= k * C (k clients of C distinct classes fit)."""
+    lo, hi = 0, int(cap.sum()) // classes_per_client
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.minimum(cap, mid).sum() >= mid * classes_per_client:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
+               seed: int) -> list[ClientPlan]:
+    """Plans for ``partition_kshot`` (same arguments)."""
+    _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
+    _require(0, queries=queries)
+    need = shots + queries
+    labels = np.asarray(data.labels)
+    cap = data.counts() // need  # disjoint (shots + queries)-image slots per class
+    if _max_clients(cap, classes_per_client) < num_clients:
+        most_clients = _max_clients(cap, classes_per_client)
+        most_classes = int(np.minimum(cap, num_clients).sum()) // num_clients
+        raise DataError(
+            f"{data.name}: cannot make {num_clients} clients x {classes_per_client} classes x ({shots} shots + "
+            f"{queries} queries) with no image used twice: {int((cap > 0).sum())} of {data.num_classes} classes "
+            f"have >= {need} images; at most {most_clients} clients of {classes_per_client} classes, or "
+            f"{num_clients} clients of at most {most_classes} classes, or fewer shots/queries")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(labels)), labels))  # grouped by class, random within a class
+    start = np.concatenate([[0], np.cumsum(data.counts())])
+    rem = cap.copy()
+    plans = []
+    for cid in range(num_clients):
+        k = num_clients - cid  # clients still to serve, this one included
+        big = np.flatnonzero(rem >= k)
+        slack = int(np.minimum(rem, k).sum()) - k * classes_per_client
+        forced = max(0, len(big) - slack)  # must take this many "big" classes to stay feasible
+        chosen = rng.choice(big, forced, replace=False) if forced else np.empty(0, np.int64)
+        others = np.setdiff1d(np.flatnonzero(rem > 0), chosen)
+        chosen = np.sort(np.concatenate([chosen, rng.choice(others, classes_per_client - forced, replace=False)]))
+        slot = cap[chosen] - rem[chosen]
+        rem[chosen] -= 1
+        blocks = [order[start[c] + s * need: start[c] + (s + 1) * need] for c, s in zip(chosen, slot)]
+        local = np.arange(classes_per_client, dtype=np.int64)
+        plans.append(ClientPlan(
+            client_id=cid, classes=chosen.astype(np.int64),
+            support_idx=np.concatenate([b[:shots] for b in blocks]), support_y=np.repeat(local, shots),
+            query_idx=np.concatenate([b[shots:] for b in blocks]).astype(np.int64), query_y=np.repeat(local, queries)))
+    return plans
+
+
+def partition_kshot(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
+                    seed: int) -> list[ClientData]:
+    """``num_clients`` clients, each with C = ``classes_per_client`` random classes (classes recur across
+    clients), ``shots`` support and ``queries`` query images per class; no image is used twice anywhere.
+
+    Raises DataError (saying the most the data can give) when the data is too small.
+    """
+    return [materialize(data, p) for p in kshot_plan(data, num_clients, classes_per_client, shots, queries, seed)]
+
+
+def natural_plan(data: ImageSet, shots: int, queries: int, seed: int, min_classes: int = 2) -> list[ClientPlan]:
+    """Plans for ``partition_natural`` (same arguments)."""
+    _require(1, shots=shots, min_classes=min_classes)
+    _require(0, queries=queries)
+    if data.owners is None or not data.owner_names:
+        raise DataError(f"{data.name} names no owners (e.g. imagefolder with root/<client>/<class>/ folders); "
+                        f"use partition_kshot instead")
+    rng = np.random.default_rng(seed)
+    owners, labels = np.asarray(data.owners), np.asarray(data.labels)
+    plans, best = [], 0
+    for o in range(len(data.owner_names)):
+        mine = np.flatnonzero(owners == o)
+        classes = [c for c in np.unique(labels[mine]) if (labels[mine] == c).sum() >= shots + 1]
+        best = max(best, len(classes))
+        if len(classes) < min_classes:
+            continue
+        sup, sup_y, qry, qry_y = [], [], [], []
+        for local, c in enumerate(classes):
+            idx = rng.permutation(mine[labels[mine] == c])
+            take = min(queries, len(idx) - shots)
+            sup.append(idx[:shots])
+            qry.append(idx[shots:shots + take])
+            sup_y.append(np.full(shots, local, dtype=np.int64))
+            qry_y.append(np.full(take, local, dtype=np.int64))
+        plans.append(ClientPlan(client_id=o, classes=np.asarray(classes, dtype=np.int64),
+                                support_idx=np.concatenate(sup), support_y=np.concatenate(sup_y),
+                                query_idx=np.concatenate(qry), query_y=np.concatenate(qry_y)))
+    if not plans:
+        raise DataError(f"{data.name}: no owner has {min_classes} classes with >= {shots + 1} images "
+                        f"(shots + 1); the most any owner has is {best}")
+    return plans
+
+
+def partition_natural(data: ImageSet, shots: int, queries: int, seed: int, min_classes: int = 2) -> list[ClientData]:
+    """One client per owner from its own images: classes with >= shots + 1 images give ``shots`` support
+    and up to ``queries`` query images; owners with fewer than ``min_classes`` such classes are left out.
+    ``client_id`` is the owner's index into ``data.owner_names``. DataError when the data names no owners.
+    """
+    return [materialize(data, p) for p in natural_plan(data, shots, queries, seed, min_classes)]
+
+
+def sample_task(data: ImageSet, way: int, shot: int, query: int, rng: np.random.Generator) -> ClientData:
+    """One few-shot task: ``way`` random classes with ``shot`` support and ``query`` query images each
+    (client_id 0, disjoint support/query)."""
+    _require(1, way=way, shot=shot)
+    _require(0, query=query)
+    labels = np.asarray(data.labels)
+    eligible = np.flatnonzero(data.counts() >= shot + query)
+    if len(eligible) < way:
+        raise DataError(f"{data.name}: a {way}-way {shot}-shot task with {query} queries needs {way} classes with "
+                        f">= {shot + query} images; only {len(eligible)} have that many")
+    classes = np.sort(rng.choice(eligible, way, replace=False))
+    picks = [rng.choice(np.flatnonzero(labels == c), shot + query, replace=False) for c in classes]
+    local = np.arange(way, dtype=np.int64)
+    plan = ClientPlan(client_id=0, classes=classes.astype(np.int64),
+                      support_idx=np.concatenate([p[:shot] for p in picks]), support_y=np.repeat(local, shot),
+                      query_idx=np.concatenate([p[shot:] for p in picks]).astype(np.int64),
+                      query_y=np.repeat(local, query))
+    return materialize(data, plan)
