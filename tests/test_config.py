@@ -1,0 +1,47 @@
+import sys
+
+import pytest
+
+from fedfit.config import ConfigError, defaults, load_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def test_flower_app_config_mirrors_the_defaults():
+    from pathlib import Path
+
+    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert py["tool"]["flwr"]["app"]["config"] == defaults()
+
+
+def test_overrides_and_files(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('rounds = 3\nshots = 10\n[run]\nlr = 0.01\n')
+    cfg = load_config(f, ["rounds=4", "delta=true", "lr=1e-3"])
+    assert (cfg["rounds"], cfg["shots"], cfg["delta"], cfg["lr"]) == (4, 10, True, 1e-3)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("rounds = [", "not valid TOML"),
+    ("roundz = 3", "unknown option 'roundz'"),
+    ("rounds = 'ten'", "rounds: expected int"),
+    ("clients_per_round = 50", "clients_per_round must be in 1..num_clients"),
+    ("method = 'magic'", "method must be"),
+])
+def test_malformed_config_files_get_clear_errors(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(f)
+
+
+def test_bad_overrides():
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(overrides=["rounds"])
+    with pytest.raises(ConfigError, match="expected true/false"):
+        load_config(overrides=["delta=maybe"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/no/such/file.toml")
