@@ -2,7 +2,9 @@
 
   fedfit fewshot   centralized few-shot evaluation (frozen heads vs FiLM fine-tuning)
   fedfit simulate  a federated run on Flower's simulation engine (Ray)
+  fedfit sweep     a named experiment (many runs), resumable, with figures and tables
   fedfit plot      figures and tables from run directories
+  fedfit deploy    real machines: TLS certificates, SuperNode keys, SuperLink / SuperNode / flwr commands
 """
 from __future__ import annotations
 
@@ -65,6 +67,47 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from fedfit.plot import plot_runs
+    from fedfit.sweep import aggregate, load_sweep, markdown_table, replace_section, run_sweep
+
+    name, configs = load_sweep(args.file, args.overrides)
+    print(f"sweep {name}: {len(configs)} runs -> {Path(configs[0]['out_dir'])}")
+    if args.dry_run:
+        for c in configs:
+            print(f"  {c['name']}")
+        return 0
+    if not args.plot_only:
+        from strategies.simulate import simulate
+
+        run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose))
+    dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
+    out = Path(configs[0]["out_dir"]) / "plots"
+    figures = plot_runs(dirs, out, title=args.title)
+    table = markdown_table(aggregate(dirs))
+    (out / "summary.md").write_text(table + "\n")
+    print(table)
+    print(f"figures and tables: {out}")
+    if args.readme:
+        readme = Path(args.readme)
+        fig_dir = readme.parent / "docs" / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        shown = []
+        for f in figures:
+            if f.suffix == ".png" and f.stem in ("accuracy_vs_bytes", "accuracy_vs_round"):
+                dst = fig_dir / f"{name}_{f.name}"
+                shutil.copyfile(f, dst)
+                shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")
+        body = (f"Regenerate with `fedfit sweep {args.file} --readme {args.readme}` "
+                f"({len(dirs)} runs).\n\n{table}\n\n" + "\n".join(shown))
+        readme.write_text(replace_section(readme.read_text(), f"results:{name}", body))
+        print(f"updated {readme} (section results:{name})")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from fedfit.plot import plot_runs
 
@@ -72,6 +115,83 @@ def _plot(args: argparse.Namespace) -> int:
     for p in plot_runs(args.runs, out, title=args.title):
         print(p)
     return 0
+
+
+def _node_config(args: argparse.Namespace) -> dict:
+    keys = (("dataset", args.dataset), ("data-root", args.data_root), ("cache-dir", args.cache_dir))
+    return {k: v for k, v in keys if v}
+
+
+def _deploy_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fedfit.config import load_config
+    from fedfit.deploy import certificate_names, init_deployment
+
+    items = [f"num_clients={args.nodes}", f"clients_per_round={args.nodes}", *args.run_config]
+    cfg = load_config(overrides=items)  # validates keys, types and ranges
+    run_config = {k: cfg[k] for k in dict.fromkeys(i.split("=", 1)[0].strip().replace("-", "_") for i in items)}
+    b = init_deployment(args.out, args.superlink_host, args.nodes, names=args.name, port=args.port,
+                        listen_host=args.listen_host, same_host=args.same_host, insecure=args.insecure,
+                        connection=args.connection, node_config=_node_config(args), run_config=run_config,
+                        app_dir=args.app, database=args.database)
+    mode = "NO TLS, NO SuperNode authentication (--insecure)" if args.insecure else "TLS and SuperNode authentication on"
+    print(f"fedfit deploy: {b.root}: 1 SuperLink at {b.plan.address} and {args.nodes} SuperNodes, {mode}")
+    if not args.insecure:
+        dns, ips = certificate_names(b.superlink / "server.crt")
+        print(f"  server certificate names: {', '.join(dns + ips)}")
+        print(f"  keep {b.ca_key} on this machine: it signs certificates and is copied nowhere")
+    print(f"  {b.superlink}/  -> the SuperLink machine, start with ./start.sh:")
+    print(f"      {shlex.join(b.plan.superlink_command())}")
+    for node, d in zip(b.plan.nodes, b.supernodes):
+        print(f"  {d}/  -> client machine {node.index}, start with ./start.sh:")
+        print(f"      {shlex.join(b.plan.supernode_command(node))}")
+    print(f"  {b.operator}/  -> the operator (flwr CLI; any machine that reaches the SuperLink):")
+    for script in ("connect.sh", "register.sh", "run.sh", "status.sh"):
+        print(f"      {b.operator / script}")
+    print(f"  after the run: fedfit deploy traffic RUN_ID --run-dir OUT_DIR/NAME --connection {args.connection}")
+    return 0
+
+
+def _deploy_node_key(args: argparse.Namespace) -> int:
+    from fedfit.deploy import create_node_key
+
+    priv, pub = create_node_key(args.path, comment=args.comment)
+    print(f"private key (copy to the SuperNode, --auth-supernode-private-key): {priv}")
+    print(f"public key (register it: flwr supernode register {pub} {args.connection}): {pub}")
+    return 0
+
+
+def _deploy_connect(args: argparse.Namespace) -> int:
+    from fedfit.deploy import Plan, write_connection
+
+    if not args.insecure and not args.ca:
+        print("fedfit: error: --ca CA_CERT is required (or --insecure for a SuperLink without TLS)", file=sys.stderr)
+        return 2
+    path = write_connection(Plan(address=args.address, nodes=[], insecure=args.insecure, connection=args.name),
+                            args.ca or "")
+    print(f"SuperLink connection '{args.name}' ({args.address}) written to {path}")
+    return 0
+
+
+def _deploy_traffic(args: argparse.Namespace) -> int:
+    from fedfit.deploy import record_flower_traffic, run_info, wait_for_run
+
+    info = (wait_for_run(args.run_id, args.connection, timeout=args.wait) if args.wait > 0
+            else run_info(args.run_id, args.connection))
+    path = record_flower_traffic(args.run_dir, info)
+    print(path.read_text(), end="")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from fedfit.deploy import DeployError
+
+    try:
+        return args.deploy_fn(args)
+    except DeployError as e:
+        print(f"fedfit: error: {e}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,11 +226,59 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     s.set_defaults(fn=_simulate)
 
+    sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots")
+    sw.add_argument("file")
+    sw.add_argument("overrides", nargs="*", help="key=value applied to every run")
+    sw.add_argument("--readme", default=None, help="also write the results table + figures into this README")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    sw.add_argument("--plot-only", action="store_true", help="only redo figures/tables of finished runs")
+    sw.add_argument("--title", default=None)
+    sw.add_argument("--verbose", action="store_true")
+    sw.set_defaults(fn=_sweep)
+
     pl = sub.add_parser("plot", help="figures (PNG, SVG) and tables (CSV, Markdown) from run directories")
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default=None, help="output folder (default: the run folder, or ./plots)")
     pl.add_argument("--title", default=None)
     pl.set_defaults(fn=_plot)
+
+    d = sub.add_parser("deploy", help="real machines: certificates, SuperNode keys, start commands, Flower's traffic")
+    d.set_defaults(fn=_deploy)
+    dsub = d.add_subparsers(dest="deploy_command", required=True)
+    di = dsub.add_parser("init", help="CA + SuperLink certificate + one key per SuperNode + a start script per machine")
+    di.add_argument("out", help="folder to write (one sub-folder per machine)")
+    di.add_argument("--superlink-host", default="127.0.0.1", help="name or IP the SuperNodes use to reach the SuperLink")
+    di.add_argument("--name", action="append", default=[], help="more DNS names / IPs for the certificate (repeatable)")
+    di.add_argument("--nodes", type=int, required=True, help="number of SuperNodes (= num_clients)")
+    di.add_argument("--port", type=int, default=9092, help="SuperLink port (Fleet, Control and Runtime APIs)")
+    di.add_argument("--listen-host", default="0.0.0.0", help="address the SuperLink binds")
+    di.add_argument("--same-host", action="store_true", help="SuperNodes share one machine: distinct Runtime ports")
+    di.add_argument("--insecure", action="store_true", help="no TLS and no SuperNode authentication (testing only)")
+    di.add_argument("--connection", default="fedfit", help="flwr CLI connection name")
+    di.add_argument("--dataset", default=None, help="node config: dataset on the SuperNodes")
+    di.add_argument("--data-root", default=None, help="node config: each SuperNode's data folder ({i} = its index)")
+    di.add_argument("--cache-dir", default=None, help="node config: each SuperNode's fedfit cache ({i} = its index)")
+    di.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE", help="fedfit options for run.sh")
+    di.add_argument("--app", default=None, help="fedfit checkout that `flwr run` builds (default: this one)")
+    di.add_argument("--database", default="", help="SuperLink state database file (default: in memory)")
+    di.set_defaults(deploy_fn=_deploy_init)
+    dk = dsub.add_parser("node-key", help="one more SuperNode key pair (EC P-384, OpenSSH format)")
+    dk.add_argument("path", help="private key file; the public key goes to PATH.pub")
+    dk.add_argument("--comment", default="")
+    dk.add_argument("--connection", default="fedfit")
+    dk.set_defaults(deploy_fn=_deploy_node_key)
+    dc = dsub.add_parser("connect", help="add the SuperLink connection to the flwr CLI ($FLWR_HOME/config.toml)")
+    dc.add_argument("--address", required=True, help="SuperLink host:port")
+    dc.add_argument("--ca", default=None, help="CA certificate (ca.crt)")
+    dc.add_argument("--insecure", action="store_true", help="a SuperLink without TLS")
+    dc.add_argument("--name", default="fedfit", help="connection name")
+    dc.set_defaults(deploy_fn=_deploy_connect)
+    dt = dsub.add_parser("traffic", help="record Flower's per-run traffic (flwr ls) into a run folder")
+    dt.add_argument("run_id")
+    dt.add_argument("--run-dir", required=True, help="the run's folder (out_dir/name, where rounds.jsonl is)")
+    dt.add_argument("--connection", default="fedfit")
+    dt.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for the run to finish")
+    dt.set_defaults(deploy_fn=_deploy_traffic)
     return p
 
 

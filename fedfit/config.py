@@ -87,18 +87,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
     if isinstance(overrides, dict):
         cfg = merge(cfg, overrides, "overrides")
     elif overrides:
-        parsed = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value")
-            k, v = item.split("=", 1)
-            k = k.strip().replace("-", "_")
-            if k not in cfg:
-                merge(cfg, {k: v}, "overrides")  # raises the unknown-key error
-            parsed[k] = _parse_value(k, v.strip(), cfg[k])
-        cfg = merge(cfg, parsed, "overrides")
+        cfg = merge(cfg, parse_overrides(overrides, cfg), "overrides")
     validate(cfg)
     return cfg
+
+
+def parse_overrides(items: list[str], like: dict[str, Any]) -> dict[str, Any]:
+    """``["rounds=3", "delta=true"]`` -> typed values, each of its key's type in ``like``."""
+    parsed = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if k not in like:
+            merge(like, {k: v}, "overrides")  # raises the unknown-key error
+        parsed[k] = _parse_value(k, v.strip(), like[k])
+    return parsed
 
 
 def validate(cfg: dict[str, Any]) -> None:

@@ -1,0 +1,154 @@
+"""Sweeps: a named set of runs from one TOML file, resumable, with seed-aggregated tables.
+
+An experiment file (``experiments/NAME.toml``)::
+
+    name = "methods"            # optional; default: the file name
+    [base]                      # options shared by every run (see fedfit/defaults.toml)
+    rounds = 10
+    [grid]                      # every combination of these values is one run
+    method = ["fit", "head-only"]
+    seed = [0, 1, 2]
+    [[run]]                     # optional extra runs: base + these options (+ the grid's seeds)
+    method = "full"
+
+Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists is not run
+again, so an interrupted sweep resumes where it stopped. ``aggregate`` groups runs that differ only
+by seed: final accuracy mean and spread (std across seeds), bytes per client-round.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fedfit.config import ConfigError, load_config, merge, parse_overrides, validate
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(sweep name, resolved configs). Every run's config is validated before anything runs."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"experiment file {p} does not exist")
+    try:
+        spec = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    unknown = set(spec) - {"name", "base", "grid", "run", "description"}
+    if unknown:
+        raise ConfigError(f"{p}: unknown sections {sorted(unknown)} (use name, description, base, grid, run)")
+    name = spec.get("name") or p.stem
+    base = load_config(overrides=spec.get("base", {}))
+    base = merge(base, parse_overrides(overrides or [], base), "overrides")
+    grid = spec.get("grid", {})
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{p}: grid.{k} must be a non-empty list")
+    keys = list(grid)
+    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+    extra = spec.get("run", [])
+    seeds = grid.get("seed")
+    for r in extra:
+        combos += [{**r, "seed": s} for s in seeds] if seeds and "seed" not in r else [dict(r)]
+    configs, names = [], set()
+    for combo in combos:
+        cfg = merge(base, combo, f"{p}")
+        validate(cfg)
+        varying = {k: v for k, v in combo.items()}
+        cfg["name"] = "_".join(f"{k}={v}" for k, v in sorted(varying.items())) or "run"
+        cfg["out_dir"] = str(Path(base["out_dir"]) / name)
+        if cfg["name"] in names:
+            raise ConfigError(f"{p}: two runs would both be named {cfg['name']!r}")
+        names.add(cfg["name"])
+        configs.append(cfg)
+    return name, configs
+
+
+def run_dir(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["out_dir"]) / cfg["name"]
+
+
+def is_done(cfg: dict[str, Any]) -> bool:
+    return (run_dir(cfg) / "summary.json").is_file()
+
+
+def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
+              progress: Callable[[str], None] = print) -> list[Path]:
+    """Run every config not done yet (in order); returns all run directories."""
+    for i, cfg in enumerate(configs, 1):
+        if is_done(cfg):
+            progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
+            continue
+        progress(f"[{i}/{len(configs)}] {cfg['name']}")
+        run_fn(cfg)
+    return [run_dir(c) for c in configs]
+
+
+def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per group of runs differing only by seed: final accuracies (mean, std across seeds),
+    round-0 accuracy, training bytes per client-round (wire, up and down), total bytes."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in run_dirs:
+        if not (d / "summary.json").is_file():
+            continue
+        cfg = json.loads((d / "config.json").read_text())
+        rounds = [json.loads(x) for x in (d / "rounds.jsonl").read_text().splitlines() if x.strip()]
+        key = "_".join(p for p in cfg["name"].split("_") if not p.startswith("seed=")) or "run"
+        groups.setdefault(key, []).append({"cfg": cfg, "rounds": rounds})
+    rows = []
+    for key, runs in groups.items():
+        last = [r["rounds"][-1] for r in runs]
+        first = [r["rounds"][0] for r in runs]
+        trained = [x for r in runs for x in r["rounds"][1:] if x["clients"]]
+        up = [x["bytes_up_wire"] / x["clients"] for x in trained]
+        down = [x["bytes_down_wire"] / x["clients"] for x in trained]
+        acc = np.array([x["acc_mean"] for x in last if x["acc_mean"] is not None], dtype=float)
+        g = [x["global_acc"] for x in last if x.get("global_acc") is not None]
+        rows.append({
+            "group": key, "seeds": len(runs), "method": runs[0]["cfg"]["method"],
+            "strategy": runs[0]["cfg"]["strategy"], "codec_up": runs[0]["cfg"]["codec_up"],
+            "shots": runs[0]["cfg"]["shots"], "rounds": runs[0]["cfg"]["rounds"],
+            "acc0": float(np.mean([x["acc_mean"] for x in first])),
+            "acc": float(acc.mean()) if acc.size else None, "acc_std": float(acc.std()) if acc.size > 1 else 0.0,
+            "acc_min": float(acc.min()) if acc.size else None, "acc_max": float(acc.max()) if acc.size else None,
+            "global_acc": float(np.mean(g)) if g else None,
+            "up_per_client_round": float(np.mean(up)) if up else 0.0,
+            "down_per_client_round": float(np.mean(down)) if down else 0.0,
+            "total_bytes": float(np.mean([x["cum_bytes_wire"] for x in last])),
+            "seconds": float(np.mean([sum(x["seconds"] for x in r["rounds"]) for r in runs])),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    from fedfit.plot import human_bytes
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f}"
+
+    out = ["| run | seeds | round 0 acc (%) | final acc (%) | ± std over seeds | global acc (%) | "
+           "uplink / client-round | downlink / client-round | total training bytes | s / run |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['group']} | {r['seeds']} | {pct(r['acc0'])} | {pct(r['acc'])} | {pct(r['acc_std'])} | "
+                   f"{pct(r['global_acc'])} | {human_bytes(r['up_per_client_round'])} | "
+                   f"{human_bytes(r['down_per_client_round'])} | {human_bytes(r['total_bytes'])} | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def replace_section(text: str, marker: str, body: str) -> str:
+    """Replace what stands between ``<!-- marker:start -->`` and ``<!-- marker:end -->``."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"markers {start} ... {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from fedfit.config import ConfigError
+from fedfit.results import RoundRecord, RunWriter
+from fedfit.sweep import aggregate, load_sweep, markdown_table, replace_section, run_sweep
+
+
+def _write(tmp_path, text):
+    f = tmp_path / "exp.toml"
+    f.write_text(text)
+    return f
+
+
+def test_grid_and_extra_runs_expand_and_validate(tmp_path):
+    f = _write(tmp_path, f'[base]\nrounds = 2\nout_dir = "{tmp_path}"\n[grid]\nmethod = ["fit", "head-only"]\n'
+                         'seed = [0, 1]\n[[run]]\nmethod = "full"\n')
+    name, cfgs = load_sweep(f, ["shots=10"])
+    assert name == "exp" and len(cfgs) == 6
+    assert {c["name"] for c in cfgs} >= {"method=fit_seed=0", "method=full_seed=1"}
+    assert all(c["rounds"] == 2 and c["shots"] == 10 and c["out_dir"] == str(tmp_path / "exp") for c in cfgs)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[grid]\nmethod = []\n", "non-empty list"),
+    ("[grid]\nmethod = ['magic']\n", "method must be"),
+    ("[base]\nroundz = 1\n", "unknown option"),
+    ("[bsae]\n", "unknown sections"),
+])
+def test_bad_experiment_files(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(_write(tmp_path, text))
+
+
+def _fake_run(cfg, acc):
+    w = RunWriter(f"{cfg['out_dir']}/{cfg['name']}", cfg)
+    w.write(RoundRecord(round=0, acc_mean=0.5))
+    w.write(RoundRecord(round=1, clients=2, bytes_up_wire=200, bytes_down_wire=100, cum_bytes_wire=300, acc_mean=acc))
+    w.finish()
+
+
+def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nmethod = ["fit"]\nseed = [0, 1, 2]\n')
+    _, cfgs = load_sweep(f)
+    ran = []
+    run_sweep(cfgs[:1], lambda c: (ran.append(c["name"]), _fake_run(c, 0.6)))
+    dirs = run_sweep(cfgs, lambda c: (ran.append(c["name"]), _fake_run(c, 0.6 + 0.1 * c["seed"])), progress=lambda s: None)
+    assert ran == ["method=fit_seed=0", "method=fit_seed=1", "method=fit_seed=2"]  # seed 0 not redone
+    (row,) = aggregate(dirs)
+    assert row["seeds"] == 3 and row["group"] == "method=fit"
+    assert row["acc"] == pytest.approx(0.7) and row["up_per_client_round"] == 100
+    assert "| method=fit | 3 |" in markdown_table([row])
+
+
+def test_replace_section():
+    text = "a\n<!-- results:x:start -->\nold\n<!-- results:x:end -->\nb"
+    assert replace_section(text, "results:x", "new") == "a\n<!-- results:x:start -->\nnew\n<!-- results:x:end -->\nb"
+    with pytest.raises(ValueError):
+        replace_section("no markers", "results:x", "new")
