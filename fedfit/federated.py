@@ -54,7 +54,7 @@ def _head_name(cfg: dict[str, Any]) -> str:
 def initial_state(cfg: dict[str, Any]) -> tuple[Layout, np.ndarray]:
     """Layout and flat float32 initial state (FiLM identity, head defaults) of the configured model."""
     model = shared_model(cfg)
-    model.adapter.reset()
+    model.reset()
     named = model.state_arrays()
     layout = Layout.of(named)
     return layout, layout.pack(named)

@@ -124,9 +124,16 @@ class Head(nn.Module):
     """``forward(context_feats (n,d), context_labels (n,), target_feats (m,d), num_classes) -> logits (m, C)``."""
 
     name = "head"
+    initial_e: tuple[float, ...] = ()
 
     def forward(self, ctx: torch.Tensor, ctx_y: torch.Tensor, tgt: torch.Tensor, num_classes: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def reset(self) -> None:
+        """Mixing weights back to their initial values (no-op for heads without parameters)."""
+        if self.initial_e:
+            with torch.no_grad():
+                self.e.copy_(torch.tensor(self.initial_e))
 
 
 class ProtoNets(Head):
@@ -147,10 +154,11 @@ class ProtoNets(Head):
 
 class LDA(Head):
     name = "lda"
+    initial_e = (1.0, 1.0)  # (task, identity)
 
     def __init__(self):
         super().__init__()
-        self.e = nn.Parameter(torch.tensor([1.0, 1.0]))  # (task, identity)
+        self.e = nn.Parameter(torch.tensor(self.initial_e))
 
     def forward(self, ctx, ctx_y, tgt, num_classes):
         mu = ClassStats.of(ctx, ctx_y, num_classes).means()
@@ -164,10 +172,11 @@ class LDA(Head):
 
 class QDA(Head):
     name = "qda"
+    initial_e = (0.5, 0.5, 1.0)  # (class, task, identity)
 
     def __init__(self):
         super().__init__()
-        self.e = nn.Parameter(torch.tensor([0.5, 0.5, 1.0]))  # (class, task, identity)
+        self.e = nn.Parameter(torch.tensor(self.initial_e))
 
     def forward(self, ctx, ctx_y, tgt, num_classes):
         mu = ClassStats.of(ctx, ctx_y, num_classes).means()

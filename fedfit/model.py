@@ -23,6 +23,11 @@ class FewShotModel(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
+    def reset(self) -> None:
+        """Adapter and head back to their initial state."""
+        self.adapter.reset()
+        self.head.reset()
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in list(self.adapter.parameters()) + list(self.head.parameters())]
 
