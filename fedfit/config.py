@@ -123,6 +123,16 @@ def validate(cfg: dict[str, Any]) -> None:
          f"method must be fit | head-only | local-only | full, got {cfg['method']!r}")
     need(cfg["num_cpus"] > 0 and cfg["num_gpus"] >= 0, "num_cpus must be > 0 and num_gpus >= 0")
     need(cfg["local_steps"] >= 0 and cfg["lr"] > 0, "local_steps must be >= 0 and lr > 0")
+    for side in ("codec_up", "codec_down"):
+        from fedfit.codec import create_codec
+
+        try:
+            create_codec(cfg[side])
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"{side}: {e}") from None
+    need(not (cfg["codec_up"].startswith("topk") and not cfg["delta"]),
+         "codec_up = top-k sparsifies updates: set delta = true (a sparse copy of the whole state is useless)")
+    need(not cfg["codec_down"].startswith("topk"), "codec_down cannot be top-k: clients need the whole state")
     need(cfg["protonets_temperature"] in ("1", "dim") or _is_number(cfg["protonets_temperature"]),
          "protonets_temperature must be a number or 'dim'")
 
