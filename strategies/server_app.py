@@ -1,6 +1,7 @@
 """The Flower ServerApp (``flwr run .`` and deployment): fedfit's defaults <- the run config."""
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from flwr.app import Context
@@ -8,6 +9,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedfit.config import load_config
 from strategies.loop import run_federation
+
+
+# Under `flwr run` the simulation runtime starts Ray in this process after importing the app: level
+# Ray's worker niceness (15 by default) so client actors are not starved (see strategies/simulate.py).
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def config_from_context(context: Context) -> dict[str, Any]:
