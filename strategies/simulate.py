@@ -20,8 +20,11 @@ class ResourceError(RuntimeError):
 
 def _quiet(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
-    for name in ("flwr", "ray", "filelock"):
+    for name in ("ray", "filelock"):
         logging.getLogger(name).setLevel(level)
+    # Flower warns that run_simulation is deprecated in favour of `flwr run` (fedfit supports both);
+    # its errors (a client that raised, a lost actor) stay visible.
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
