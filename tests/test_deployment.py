@@ -32,7 +32,6 @@ from fedfit.deploy import Node, create_node_key, init_deployment, record_flower_
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent        # the venv's bin: flower-superlink, flower-supernode, flwr
 MARK = "FEDFIT_DEPLOY_TEST"
-STATE_SIZE = 20_546                      # FiT on Lite0 + LDA head: 20,544 FiLM + 2 mixing weights
 RUN_CONFIG = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 2, "rounds": 2,
               "local_steps": 2, "queries": 5, "eval_clients": 0, "global_eval": False, "name": "deploy",
               "timeout_s": 300}
@@ -337,27 +336,28 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     t_run = time.monotonic()
 
     # --- results: the same files and metering as a simulation
+    state_size = _state_size(run_config)  # e.g. 20,544 FiLM numbers on Lite0 (+ 2 mixing weights with LDA / QDA)
     run_dir = tmp_path / "runs" / "deploy"
     rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["state_size"] == STATE_SIZE
+    assert cfg["state_size"] == state_size
     assert [r["round"] for r in rounds] == [0, 1, 2]
     assert rounds[0]["bytes_up_wire"] == 0 and rounds[0]["eval_clients"] == 2
     for r in rounds[1:]:
         assert r["clients"] == 2 and r["rejected"] == 0 and r["eval_clients"] == 2
         # one packed fp32 state per client each way: exactly the simulation's formula (tests/test_simulation.py)
-        assert r["bytes_up_payload"] == r["bytes_down_payload"] == 2 * 4 * STATE_SIZE
+        assert r["bytes_up_payload"] == r["bytes_down_payload"] == 2 * 4 * state_size
         assert r["bytes_up_payload"] < r["bytes_up_wire"] <= 1.05 * r["bytes_up_payload"]
         assert 0.0 <= r["acc_mean"] <= 1.0 and r["train_loss"] > 0
         assert set(r["extra"]["train_bytes_per_client"]) == {str(n) for n in _node_ids(env["operator"])}
     # wire: the simulation's training message to within its metadata (ids / timestamps of other lengths)
-    sim_wire = _sim_train_message_wire()
+    sim_wire = _sim_train_message_wire(state_size)
     for r in rounds[1:]:
         for per in r["extra"]["train_bytes_per_client"].values():
             assert abs(per["down"] - sim_wire) <= 32, (per, sim_wire)
     assert rounds[2]["cum_bytes_wire"] == sum(r["bytes_up_wire"] + r["bytes_down_wire"] for r in rounds)
     state = np.load(run_dir / "final_state.npz")
-    assert sum(v.size for v in state.values()) == STATE_SIZE
+    assert sum(v.size for v in state.values()) == state_size
 
     # --- Flower's own per-run figure beside fedfit's (operator side: flwr ls --format json)
     traffic = json.loads(record_flower_traffic(run_dir, run_info(run_id, env=env["operator"])).read_text())
@@ -401,7 +401,14 @@ def _node_ids(env: dict[str, str]) -> list[int]:
     return [int(n["node-id"]) for n in deploy._json_out(p.stdout)["nodes"] if n.get("status") == "online"]
 
 
-def _sim_train_message_wire() -> int:
+def _state_size(cfg: dict) -> int:
+    from fedfit.config import load_config
+    from fedfit.federated import initial_state
+
+    return initial_state(load_config(overrides=cfg))[0].size
+
+
+def _sim_train_message_wire(state_size: int) -> int:
     """fedfit's wire size of one fp32 training message as the simulation builds and meters it (node id and
     run id varints are as long as real 64-bit ids)."""
     from flwr.app import ConfigRecord
@@ -420,8 +427,8 @@ def _sim_train_message_wire() -> int:
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 2**63 + 1, 2**63 + 2, 0
     try:
         strategy = create_strategy(load_config(overrides={**RUN_CONFIG, "num_clients": 1, "clients_per_round": 1}),
-                                   STATE_SIZE)
-        msg = next(iter(strategy.configure_train(1, state_record(np.ones(STATE_SIZE, np.float32)),
+                                   state_size)
+        msg = next(iter(strategy.configure_train(1, state_record(np.ones(state_size, np.float32)),
                                                  ConfigRecord({"server-round": 1}), Grid())))
         return wire_bytes(msg)
     finally:
