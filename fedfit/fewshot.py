@@ -46,7 +46,7 @@ class FewShotResult:
 
 
 def _head(name: str, shot: int, temperature) -> torch.nn.Module:
-    opts = {"temperature": temperature} if (name == "protonets" or (name == "auto" and shot <= 1)) else {}
+    opts = {"temperature": temperature} if name == "protonets" else {}
     return create_head(name, min_shots=shot, **opts)
 
 

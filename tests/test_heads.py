@@ -99,7 +99,7 @@ def test_class_stats_are_additive(rng):
 
 
 def test_auto_rule():
-    assert auto_head(1) == "protonets" and auto_head(5) == "lda" and auto_head(10) == "qda"
-    assert "1 shot" in AUTO_RULE
+    assert auto_head(1) == "lda" and auto_head(10) == "lda" and auto_head(50) == "qda"
+    assert "50" in AUTO_RULE
     with pytest.raises(KeyError, match="unknown head"):
         create_head("svm")
