@@ -108,6 +108,15 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from fedfit.results import read_run, rounds_markdown
+
+    for d in args.runs:
+        run = read_run(d)
+        print(f"{run.name}\n\n{rounds_markdown(run)}\n")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from fedfit.plot import plot_runs
 
@@ -236,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--title", default=None)
     sw.add_argument("--verbose", action="store_true")
     sw.set_defaults(fn=_sweep)
+
+    tb = sub.add_parser("table", help="per-round Markdown table of run directories")
+    tb.add_argument("runs", nargs="+")
+    tb.set_defaults(fn=_table)
 
     pl = sub.add_parser("plot", help="figures (PNG, SVG) and tables (CSV, Markdown) from run directories")
     pl.add_argument("runs", nargs="+")
