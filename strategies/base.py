@@ -59,7 +59,7 @@ class FedFiTMixin:
         self._sent: np.ndarray | None = None
 
     # --- downlink -----------------------------------------------------------------------------------
-    def _encode_down(self, messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
+    def encode_down(self, messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
         messages = list(messages)
         if not messages:
             return messages
@@ -72,11 +72,11 @@ class FedFiTMixin:
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
         config["phase"] = "train"
-        return self._encode_down(super().configure_train(server_round, arrays, config, grid), arrays)
+        return self.encode_down(super().configure_train(server_round, arrays, config, grid), arrays)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid) -> Iterable[Message]:
         config["phase"] = config.get("phase", "evaluate")
-        return self._encode_down(super().configure_evaluate(server_round, arrays, config, grid), arrays)
+        return self.encode_down(super().configure_evaluate(server_round, arrays, config, grid), arrays)
 
     # --- uplink -------------------------------------------------------------------------------------
     def _decode_reply(self, msg: Message) -> None:

@@ -7,7 +7,7 @@ from strategies.registry import STRATEGIES
 
 
 class LocalOnly(FedFiTMixin, _FedAvg):
-    def _encode_down(self, messages, arrays):
+    def encode_down(self, messages, arrays):
         messages = list(messages)
         for m in messages:
             m.content = RecordDict({**dict(m.content.items()), "arrays": ArrayRecord()})

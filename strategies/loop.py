@@ -54,7 +54,7 @@ def _global_eval(grid, strategy, arrays: ArrayRecord, replies_stats, timeout: fl
     msgs = [Message(content=RecordDict({"arrays": arrays, "means": means_rec,
                                         "config": ConfigRecord({"phase": "global"})}),
                     dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
-    msgs = strategy._encode_down(msgs, arrays)
+    msgs = strategy.encode_down(msgs, arrays)
     correct = seen = 0
     for r in grid.send_and_receive(msgs, timeout=timeout):
         if r.has_error() or "metrics" not in r.content:
