@@ -13,7 +13,7 @@ def _cfg(**over):
 
 
 def test_fit_trains_film_and_head_only(rng):
-    cfg = _cfg()
+    cfg = _cfg(head="lda")
     layout, flat = initial_state(cfg)
     assert layout.size == 20_544 + 2  # FiLM + LDA mixing weights
     w = ClientWork(cfg, 0)
@@ -25,11 +25,16 @@ def test_fit_trains_film_and_head_only(rng):
 
 
 def test_head_only_sends_only_the_mixing_weights():
-    cfg = _cfg(method="head-only")
+    cfg = _cfg(method="head-only", head="lda")
     layout, flat = initial_state(cfg)
     assert layout.size == 2 and np.allclose(flat, [1.0, 1.0])
     new, _ = ClientWork(cfg, 1).train(flat, 1)
     assert new.shape == (2,)
+    cfg = _cfg(method="head-only")  # the default ProtoNets head has nothing to train or send
+    layout, flat = initial_state(cfg)
+    assert layout.size == 0
+    new, m = ClientWork(cfg, 1).train(flat, 1)
+    assert new.shape == (0,) and m["train_steps"] == 0
 
 
 def test_full_sends_every_backbone_weight():
