@@ -1,6 +1,7 @@
 """One client's side of a round (no Flower engine): the four methods and the client's codec path."""
 import numpy as np
 import pytest
+import torch
 
 from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
@@ -41,8 +42,12 @@ def test_full_sends_every_backbone_weight():
     cfg = _cfg(method="full", local_steps=1)
     layout, flat = initial_state(cfg)
     assert layout.size > 3_000_000  # all Lite0 weights (+ the head's)
-    new, _ = ClientWork(cfg, 2).train(flat, 1)
+    w = ClientWork(cfg, 2)
+    stats = {k: v.clone() for k, v in w.model.backbone.model.state_dict().items() if "running" in k}
+    new, _ = w.train(flat, 1)
     assert np.abs(new - flat).max() > 0
+    after = w.model.backbone.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stats.items())  # norm layers stay in eval mode
     initial_state(cfg)  # reset: the shared backbone is restored to its pretrained weights
     np.testing.assert_array_equal(initial_state(cfg)[1], flat)
 

@@ -18,5 +18,12 @@ class FullFineTune(Adapter):
         self._initial = {k: v.detach().clone() for k, v in self.body.named_parameters()}
         return self
 
+    def train(self, mode: bool = True) -> "FullFineTune":
+        """Weights train, norm layers do not: the body stays in eval mode (running statistics are
+        neither used from the batch nor updated), exactly as under FiLM."""
+        super().train(mode)
+        self.body.eval()
+        return self
+
     def reset(self) -> None:
         self.load_state_arrays({f"body.{k}": v.numpy() for k, v in self._initial.items()})
