@@ -17,7 +17,7 @@ from flwr.clientapp import ClientApp
 from fedfit.codec import ErrorFeedback, create_codec
 from fedfit.config import load_config
 from fedfit.federated import ClientWork
-from strategies.base import decode_record, encode_record
+from strategies.base import arrays_record, decode_record, encode_record
 
 _WORK: dict[tuple, ClientWork] = {}
 
@@ -64,7 +64,7 @@ def _encode_update(work: ClientWork, context: Context, new: np.ndarray, start: n
         ef = ErrorFeedback(codec, residual=res)
         enc = ef.encode(vec.astype(np.float32))
         context.state["ef"] = ArrayRecord({"residual": Array(ef.residual)})
-        return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in enc.items()})
+        return arrays_record(enc)
     return encode_record(codec, vec.astype(np.float32))
 
 

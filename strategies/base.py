@@ -31,9 +31,14 @@ def state_of(record: ArrayRecord) -> np.ndarray:
     return record[STATE_KEY].numpy()
 
 
+def arrays_record(named: dict[str, np.ndarray]) -> ArrayRecord:
+    """Named numpy arrays (e.g. a codec's encoding) as an ArrayRecord."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in named.items()})
+
+
 def encode_record(codec: Codec, flat: np.ndarray) -> ArrayRecord:
     """The codec's arrays (few, named by the codec) as an ArrayRecord."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in codec.encode(flat).items()})
+    return arrays_record(codec.encode(flat))
 
 
 def decode_record(codec: Codec, record: ArrayRecord, n: int) -> np.ndarray:
