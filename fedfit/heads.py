@@ -136,6 +136,7 @@ class Head(nn.Module):
                 self.e.copy_(torch.tensor(self.initial_e))
 
 
+@HEADS.register("protonets")
 class ProtoNets(Head):
     """logits = -||f - mu_c||^2 / temperature. ``temperature=1`` is FiT's definition; ``"dim"`` divides
     by the feature dimension d, which keeps logits O(1) for any backbone."""
@@ -152,6 +153,7 @@ class ProtoNets(Head):
         return -torch.cdist(tgt, mu).pow(2) / t
 
 
+@HEADS.register("lda")
 class LDA(Head):
     name = "lda"
     initial_e = (1.0, 1.0)  # (task, identity)
@@ -170,6 +172,7 @@ class LDA(Head):
         return gaussian_log_prob(tgt, mu, cholesky_safe(e[0] * _cov(ctx) + (e[1] + MIN_IDENTITY_WEIGHT) * eye))
 
 
+@HEADS.register("qda")
 class QDA(Head):
     name = "qda"
     initial_e = (0.5, 0.5, 1.0)  # (class, task, identity)
@@ -195,9 +198,6 @@ class QDA(Head):
         return gaussian_log_prob(tgt, mu, cholesky_safe(e[0] * cls_cov + shared))
 
 
-HEADS.register("protonets")(lambda **kw: ProtoNets(**kw))
-HEADS.register("lda")(lambda **kw: LDA())
-HEADS.register("qda")(lambda **kw: QDA())
 
 AUTO_RULE = ("fewer than 50 shots per class: lda (measured on OpenClipart, 5-way, 30 tasks: best or tied "
              "frozen head at 1, 5 and 10 shots - 44.7 / 68.2 / 75.7% vs ProtoNets 40.1 / 68.5 / 72.9% and QDA "

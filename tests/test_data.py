@@ -182,7 +182,7 @@ def test_registry_and_errors():
     assert {"openclipart", "fashion-mnist", "digits", "imagefolder", "cifar100", "emnist"} <= set(fd.SOURCES.names())
     with pytest.raises(DataError, match="unknown data source"):
         fd.load_source("nope")
-    with pytest.raises(DataError, match="no option colour"):
+    with pytest.raises(DataError, match="no option 'colour'"):
         fd.load_source("digits", 32, colour=True)
 
 

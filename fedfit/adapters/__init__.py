@@ -1,31 +1,14 @@
-"""Adapters: the trainable, transmitted part of a model. One file each, registered by name."""
-from fedfit.adapters.base import Adapter
+"""Adapters: the trainable part of a model that sits in or on the frozen backbone. One file each,
+registered by name in ``ADAPTERS`` (``fedfit.adapters.base``)."""
+from fedfit.adapters.base import ADAPTERS, Adapter
 from fedfit.adapters.film import FiLM
 from fedfit.adapters.full import FullFineTune
-from fedfit.registry import Registry
-
-ADAPTERS: Registry[Adapter] = Registry("adapter")
-ADAPTERS.register("film")(lambda **kw: FiLM(positions="fit", **kw))
-ADAPTERS.register("film-all-norms")(lambda **kw: FiLM(positions="all-norms", **kw))
-ADAPTERS.register("none")(lambda **kw: NoAdapter())
-ADAPTERS.register("full")(lambda **kw: FullFineTune())
+from fedfit.adapters.none import NoAdapter
 
 
-class NoAdapter(Adapter):
-    """Nothing trained in the body: the frozen backbone's features as they are (``head-only``)."""
-
-    name = "none"
-
-    def attach(self, backbone):
-        return self
-
-    def reset(self) -> None:
-        pass
-
-
-def create_adapter(name: str, backbone, **kwargs) -> Adapter:
+def create_adapter(name: str, backbone, **options) -> Adapter:
     """Build the named adapter and attach it to ``backbone`` (modules of the backbone may be wrapped)."""
-    return ADAPTERS.create(name, **kwargs).attach(backbone)
+    return ADAPTERS.create(name, **options).attach(backbone)
 
 
 __all__ = ["ADAPTERS", "Adapter", "FiLM", "FullFineTune", "NoAdapter", "create_adapter"]

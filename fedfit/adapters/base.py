@@ -11,6 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedfit.registry import Registry
+
+ADAPTERS: "Registry[Adapter]" = Registry("adapter")
+"""Adapter classes by name; ``create_adapter(name, backbone, **options)`` builds and attaches one."""
+
 
 class Adapter(nn.Module):
     """Base class. Subclasses create their parameters in ``attach`` and may override ``features``."""

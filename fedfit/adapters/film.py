@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fedfit.adapters.base import Adapter
+from fedfit.adapters.base import ADAPTERS, Adapter
 
 
 class FiLMNorm(nn.Module):
@@ -95,6 +95,8 @@ def all_norm_positions(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (_BatchNorm, nn.GroupNorm))]
 
 
+@ADAPTERS.register("film")
+@ADAPTERS.register("film-all-norms", positions="all-norms")
 class FiLM(Adapter):
     """Parameters are named ``<module path>.gamma`` / ``.beta`` (dots replaced by ``/``), in forward order."""
 

@@ -5,9 +5,10 @@ is *what* is trained and sent: all ~3.4M Lite0 weights instead of 20,544 FiLM pa
 """
 from __future__ import annotations
 
-from fedfit.adapters.base import Adapter
+from fedfit.adapters.base import ADAPTERS, Adapter
 
 
+@ADAPTERS.register("full")
 class FullFineTune(Adapter):
     name = "full"
 
