@@ -16,6 +16,7 @@ import torch
 
 from fedfit.data import ImageSet, sample_task
 from fedfit.episodes import FineTuneConfig, evaluate, finetune
+from fedfit.format import markdown_table, pct
 from fedfit.heads import create_head
 from fedfit.model import FewShotModel
 
@@ -82,16 +83,16 @@ def run_fewshot(model: FewShotModel, data: ImageSet, way: int, shot: int, query:
 
 def format_table(results: list[FewShotResult], steps: int, lr: float) -> str:
     """Markdown table: one row per (shot, method), accuracy +- 95% CI, seconds per task."""
-    rows = ["| shots | method | accuracy (%) | ± 95% CI | s / task |", "|---:|---|---:|---:|---:|"]
+    rows: list[list[str | None]] = []
     for r in results:
         n_frozen = max(len(r.frozen), 1)
         for h, accs in r.frozen.items():
             m, ci = mean_ci(accs)
-            rows.append(f"| {r.shot} | frozen {h} | {100 * m:.1f} | {100 * ci:.1f} | {np.mean(r.frozen_seconds) / n_frozen:.2f} |")
+            rows.append([str(r.shot), f"frozen {h}", pct(m), pct(ci), f"{np.mean(r.frozen_seconds) / n_frozen:.2f}"])
         if r.finetuned:
             m, ci = mean_ci(r.finetuned)
             g, gci = r.gain()
-            rows.append(f"| {r.shot} | FiLM fine-tuned {r.ft_head} ({steps} steps, lr {lr}) | {100 * m:.1f} | {100 * ci:.1f} | "
-                        f"{np.mean(r.finetune_seconds):.2f} |")
-            rows.append(f"| {r.shot} | gain of fine-tuning (paired) | {100 * g:+.1f} | {100 * gci:.1f} | |")
-    return "\n".join(rows)
+            rows.append([str(r.shot), f"FiLM fine-tuned {r.ft_head} ({steps} steps, lr {lr})", pct(m), pct(ci),
+                         f"{np.mean(r.finetune_seconds):.2f}"])
+            rows.append([str(r.shot), "gain of fine-tuning (paired)", f"{100 * g:+.1f}", pct(gci), None])
+    return markdown_table(["shots", "method", "accuracy (%)", "± 95% CI", "s / task"], rows, "rlrrr")

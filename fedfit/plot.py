@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from fedfit.format import human_bytes, markdown_table, pct
 from fedfit.results import RoundRecord, Run, read_run
 
 CONFIG_COLUMNS = ("dataset", "strategy", "method", "codec_up", "codec_down", "shots",
@@ -44,14 +45,6 @@ _STYLE = {
 }
 _LEGEND_INSIDE_MAX = 5  # more runs than this: legend outside the axes, on the right
 _BANDS_MAX = 6          # more runs than this: no spread bands (they would hide each other)
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units: 999 -> '999 B', 1500 -> '1.5 KB', 2e9 -> '2 GB'."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.3g} B"
 
 
 def config_value(config: dict[str, Any], key: str) -> Any:
@@ -296,9 +289,7 @@ def write_tables(runs: list[RunSummary], out_dir: Path) -> list[Path]:
         w.writeheader()
         w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     md_cols = [c for c in cols if c != "dir"]
-    lines = ["| " + " | ".join(md_cols) + " |", "|" + "|".join("---" for _ in md_cols) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c, r[c]) for c in md_cols) + " |" for r in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text(markdown_table(md_cols, [[_md_cell(c, r[c]) for c in md_cols] for r in rows]) + "\n")
     return [csv_path, md_path]
 
 
@@ -306,7 +297,7 @@ def _md_cell(col: str, v: Any) -> str:
     if v is None:
         return "–"
     if col.startswith("acc") or col == "global_acc":
-        return f"{100 * v:.1f}%"
+        return pct(v) + "%"
     if col.startswith("bytes"):
         return human_bytes(v)
     if col == "seconds":

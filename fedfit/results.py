@@ -19,6 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from fedfit.format import human_bytes, markdown_table, pct
+
 
 @dataclass
 class RoundRecord:
@@ -119,15 +121,9 @@ def _read_lines(path: Path) -> Iterator[RoundRecord]:
 
 def rounds_markdown(run: Run) -> str:
     """A Markdown table of a run's rounds: accuracy (%), bytes (decimal units), loss, seconds."""
-    from fedfit.plot import human_bytes
-
-    def pct(x):
-        return "" if x is None else f"{100 * x:.1f}"
-
-    out = ["| round | clients | uplink (wire) | downlink (wire) | cumulative | acc mean | median | p10 | "
-           "global acc | loss | s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in run.rounds:
-        out.append(f"| {r.round} | {r.clients} | {human_bytes(r.bytes_up_wire)} | {human_bytes(r.bytes_down_wire)} | "
-                   f"{human_bytes(r.cum_bytes_wire)} | {pct(r.acc_mean)} | {pct(r.acc_median)} | {pct(r.acc_p10)} | "
-                   f"{pct(r.global_acc)} | {'' if r.train_loss is None else f'{r.train_loss:.3f}'} | {r.seconds:.0f} |")
-    return "\n".join(out)
+    header = ["round", "clients", "uplink (wire)", "downlink (wire)", "cumulative", "acc mean", "median", "p10",
+              "global acc", "loss", "s"]
+    rows = [[str(r.round), str(r.clients), human_bytes(r.bytes_up_wire), human_bytes(r.bytes_down_wire),
+             human_bytes(r.cum_bytes_wire), pct(r.acc_mean), pct(r.acc_median), pct(r.acc_p10), pct(r.global_acc),
+             "" if r.train_loss is None else f"{r.train_loss:.3f}", f"{r.seconds:.0f}"] for r in run.rounds]
+    return markdown_table(header, rows, "r" * len(header))

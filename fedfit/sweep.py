@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fedfit import format as fmt
 from fedfit.config import ConfigError, load_config, merge, parse_overrides, validate
 
 if sys.version_info >= (3, 11):
@@ -129,19 +130,15 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    from fedfit.plot import human_bytes
-
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.1f}"
-
-    out = ["| run | seeds | round 0 acc (%) | final acc (%) | ± std over seeds | global acc (%) | "
-           "uplink / client-round | downlink / client-round | total training bytes | s / run |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        out.append(f"| {r['group']} | {r['seeds']} | {pct(r['acc0'])} | {pct(r['acc'])} | {pct(r['acc_std'])} | "
-                   f"{pct(r['global_acc'])} | {human_bytes(r['up_per_client_round'])} | "
-                   f"{human_bytes(r['down_per_client_round'])} | {human_bytes(r['total_bytes'])} | {r['seconds']:.0f} |")
-    return "\n".join(out)
+    """The ``aggregate`` rows as a Markdown table: accuracies in percent ('n/a' when missing), bytes in
+    decimal units, seconds per run."""
+    header = ["run", "seeds", "round 0 acc (%)", "final acc (%)", "± std over seeds", "global acc (%)",
+              "uplink / client-round", "downlink / client-round", "total training bytes", "s / run"]
+    accs = ("acc0", "acc", "acc_std", "global_acc")
+    sizes = ("up_per_client_round", "down_per_client_round", "total_bytes")
+    cells = [[str(r["group"]), str(r["seeds"]), *(fmt.pct(r[k], "n/a") for k in accs),
+              *(fmt.human_bytes(r[k]) for k in sizes), f"{r['seconds']:.0f}"] for r in rows]
+    return fmt.markdown_table(header, cells, "l" + "r" * (len(header) - 1))
 
 
 def replace_section(text: str, marker: str, body: str) -> str:

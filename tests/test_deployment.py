@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedfit import deploy
-from fedfit.deploy import Node, create_node_key, init_deployment, record_flower_traffic, run_info, wait_for_run
+import deploy
+from deploy import Node, create_node_key, init_deployment, record_flower_traffic, run_info, wait_for_run
+from deploy.traffic import _json_out
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent        # the venv's bin: flower-superlink, flower-supernode, flwr
@@ -240,7 +241,7 @@ def _flwr(args: list[str], env: dict[str, str], timeout: float = 120) -> subproc
 def _nodes_online(env: dict[str, str]) -> int:
     p = _flwr(["flwr", "supernode", "ls", deploy.CONNECTION, "--format", "json"], env)
     try:
-        nodes = deploy._json_out(p.stdout).get("nodes", [])
+        nodes = _json_out(p.stdout).get("nodes", [])
     except deploy.DeployError:
         return 0
     return sum(n.get("status") == "online" for n in nodes)
@@ -330,7 +331,7 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     # --- the run: `flwr run <app> fedfit --run-config ...` (what operator/run.sh does)
     p = _flwr(b.plan.run_command(str(REPO), run_config), env["operator"])
     assert p.returncode == 0, p.stdout + p.stderr
-    run_id = deploy._json_out(p.stdout)["run-id"]
+    run_id = _json_out(p.stdout)["run-id"]
     info = wait_for_run(run_id, env=env["operator"], timeout=600, poll=2.0)
     assert info["status"] == "finished:completed", (info, procs.log("superlink")[-3000:])
     t_run = time.monotonic()
@@ -398,7 +399,7 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
 
 def _node_ids(env: dict[str, str]) -> list[int]:
     p = _flwr(["flwr", "supernode", "ls", deploy.CONNECTION, "--format", "json"], env)
-    return [int(n["node-id"]) for n in deploy._json_out(p.stdout)["nodes"] if n.get("status") == "online"]
+    return [int(n["node-id"]) for n in _json_out(p.stdout)["nodes"] if n.get("status") == "online"]
 
 
 def _state_size(cfg: dict) -> int:
@@ -441,6 +442,16 @@ def _other_ca(tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the helpers, checked against flwr 1.41
+def test_package_imports_without_flower_or_torch():
+    modules = ["deploy", *(f"deploy.{m}" for m in ("certificates", "common", "connection", "files", "plan", "scripts",
+                                                   "traffic"))]
+    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in ('flwr', 'torch', 'fedfit') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
 def test_certificates_names_and_chain(tmp_path):
     from cryptography import x509
 

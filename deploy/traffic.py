@@ -1,0 +1,84 @@
+"""Flower's own traffic figure for a run, read with the ``flwr`` CLI (as a subprocess).
+
+Flower 1.41: ``flwr ls CONN --run-id ID --format json`` reports the run's Fleet traffic
+(``network-traffic``: inbound / outbound bytes as the SuperLink counted them, whole run, no
+per-round split). Timeouts and poll intervals are in seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from deploy.common import CONNECTION, RUNTIME_ENV, DeployError
+
+
+def _json_out(text: str) -> Any:
+    """The JSON object in a flwr CLI output (it may print status lines before it)."""
+    start = text.find("{")
+    if start < 0:
+        raise DeployError(f"no JSON in flwr output: {text.strip()[:300]}")
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+def flwr_json(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """Run a ``flwr ... --format json`` command, return its JSON (DeployError when it fails)."""
+    full_env = {**os.environ, **RUNTIME_ENV, **(env or {})}
+    p = subprocess.run(list(args), capture_output=True, text=True, env=full_env, timeout=timeout)
+    try:
+        out = _json_out(p.stdout)
+    except DeployError:
+        raise DeployError(f"{shlex.join(args)} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-500:]}") from None
+    if not out.get("success", p.returncode == 0):
+        raise DeployError(f"{shlex.join(args)}: {out.get('error-message', out)}")
+    return out
+
+
+def run_info(run_id: int | str, connection: str = CONNECTION, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``flwr ls CONN --run-id ID --format json``: the run's entry (status, network-traffic, compute-time)."""
+    out = flwr_json(["flwr", "ls", connection, "--run-id", str(run_id), "--format", "json"], env=env)
+    runs = out.get("runs") or []
+    if not runs:
+        raise DeployError(f"run {run_id} not found on {connection}")
+    return runs[0]
+
+
+def wait_for_run(run_id: int | str, connection: str = CONNECTION, env: dict[str, str] | None = None,
+                 timeout: float = 3600.0, poll: float = 2.0) -> dict[str, Any]:
+    """Poll ``flwr ls`` until the run's status is ``finished:*``; returns its entry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = run_info(run_id, connection, env)
+        if str(info.get("status", "")).startswith("finished"):
+            return info
+        if time.monotonic() > deadline:
+            raise DeployError(f"run {run_id} still {info.get('status')} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def record_flower_traffic(run_dir: str | Path, info: dict[str, Any]) -> Path:
+    """Write Flower's own figure for the run into ``run_dir/flower_traffic.json`` beside fedfit's metering,
+    with fedfit's totals for comparison (Flower counts the Fleet messages the SuperLink exchanged with
+    SuperNodes for this run, training and evaluation together, plus protocol requests)."""
+    run_dir = Path(run_dir)
+    traffic = info.get("network-traffic", {})
+    rec: dict[str, Any] = {"source": "flwr ls --format json", "run-id": info.get("run-id"),
+                           "status": info.get("status"), "flower_inbound_bytes": traffic.get("inbound-bytes"),
+                           "flower_outbound_bytes": traffic.get("outbound-bytes"),
+                           "flower_total_bytes": traffic.get("total-bytes"), "compute-time": info.get("compute-time"),
+                           "elapsed": info.get("elapsed")}
+    rounds_file = run_dir / "rounds.jsonl"
+    if rounds_file.exists():
+        rows = [json.loads(x) for x in rounds_file.read_text().splitlines() if x.strip()]
+        up = sum(r.get("bytes_up_wire", 0) + r.get("eval_bytes_up_wire", 0) for r in rows)
+        down = sum(r.get("bytes_down_wire", 0) + r.get("eval_bytes_down_wire", 0) for r in rows)
+        rec.update(fedfit_up_wire_bytes=up, fedfit_down_wire_bytes=down, fedfit_total_wire_bytes=up + down)
+        if rec["flower_total_bytes"]:
+            rec["flower_over_fedfit"] = rec["flower_total_bytes"] / max(up + down, 1)
+    path = run_dir / "flower_traffic.json"
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    return path
