@@ -1,10 +1,17 @@
-"""The Flower ClientApp: decode the global state, run ``ClientWork``, encode the reply.
+"""The Flower ClientApp: a thin layer over ``fedfit.federated.ClientWork``.
 
-Per process, the k-shot partition and the frozen backbone are built once and reused (see
-``fedfit.federated``). Node config: ``partition-id`` / ``num-partitions`` (simulation), or
-``partition-id`` plus optional ``data-root`` / ``dataset`` on a real SuperNode (deployment).
+Handlers see decoded float32 states (``clients.mods.make_codec_mod`` does the codec work):
+
+* query ("hello"): which partition this node holds (``partition-id`` in its node config) and its
+  state layout fingerprint, so the server can address clients by partition id;
+* train: local episodic steps from the received state (or the client's own, ``local-only``);
+* evaluate ("evaluate"): personalized accuracy on the client's query set (+ class feature sums for
+  the global head); evaluate ("global"): query images scored against every client's class means.
+
+Node config: ``partition-id`` (simulation sets it; a SuperNode gets it with ``--node-config``) and,
+on a real SuperNode, optionally ``dataset`` / ``data-root`` / ``cache-dir`` for its own disk.
 Client state kept across rounds in ``context.state``: the local adapter (``local-only``) and the
-top-k error-feedback residual.
+top-k error-feedback residual (``clients.mods``).
 """
 from __future__ import annotations
 
@@ -14,90 +21,99 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfit.codec import ErrorFeedback, create_codec
+import wire
+from clients.mods import dp_clip_mod, error_mod, make_codec_mod
 from fedfit.config import load_config
-from fedfit.federated import ClientWork
-from strategies.base import arrays_record, decode_record, encode_record
+from fedfit.federated import ClientWork, initial_state
 
 _WORK: dict[tuple, ClientWork] = {}
+_WORK_MAX = 4  # ClientWork objects hold one client's images; the model itself is shared per process
+LOCAL = "fedfit-local"  # context.state record of a local-only client's own state
 
 
-def _config(context: Context, bound: dict[str, Any] | None) -> dict[str, Any]:
+def run_config(context: Context, bound: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's options: ``bound`` (``fedfit simulate``) or Flower's run config, then the node's own
+    data location from its node config."""
     cfg = dict(bound) if bound is not None else load_config(
         overrides={k.replace("-", "_"): v for k, v in dict(context.run_config).items()})
     node = dict(context.node_config)
-    for key in ("dataset", "data-root", "cache-dir"):  # a real SuperNode may name its own data
+    for key in ("dataset", "data-root", "cache-dir"):
         if key in node:
             cfg[key.replace("-", "_")] = str(node[key])
     return cfg
 
 
+def partition_id(context: Context) -> int:
+    pid = context.node_config.get(wire.PARTITION)
+    if pid is None:
+        raise ValueError("this node has no partition-id in its node config (--node-config 'partition-id=N')")
+    return int(pid)
+
+
 def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
-    cfg = _config(context, bound)
-    pid = int(context.node_config.get("partition-id", 0))
+    cfg = run_config(context, bound)
+    pid = partition_id(context)
     key = (tuple(sorted(cfg.items())), pid)
     if key not in _WORK:
+        while len(_WORK) >= _WORK_MAX:
+            _WORK.pop(next(iter(_WORK)))
         _WORK[key] = ClientWork(cfg, pid)
     return _WORK[key]
 
 
-def _received_state(work: ClientWork, msg: Message, context: Context) -> np.ndarray:
-    """The state to start from: the decoded global, or this client's own for ``local-only``."""
+def _start_state(work: ClientWork, msg: Message, context: Context) -> np.ndarray:
+    """The state to start from: the received global, or this client's own for ``local-only``."""
+    conf = wire.config_of(msg)
+    if int(conf.get(wire.LAYOUT, -1)) != work.fingerprint:
+        raise ValueError(f"state layout fingerprint {conf.get(wire.LAYOUT)} differs from this client's "
+                         f"{work.fingerprint}: the server runs another model (backbone, adapter or head)")
     if work.cfg["method"] == "local-only":
-        if "local" in context.state:
-            return context.state["local"]["state"].numpy()
-        from fedfit.federated import initial_state
-
+        if LOCAL in context.state:
+            return context.state[LOCAL]["state"].numpy()
         return initial_state(work.cfg)[1]
-    return decode_record(create_codec(work.cfg["codec_down"]), msg.content["arrays"], work.layout.size)
-
-
-def _encode_update(work: ClientWork, context: Context, new: np.ndarray, start: np.ndarray) -> ArrayRecord:
-    cfg = work.cfg
-    if cfg["method"] == "local-only":
-        context.state["local"] = ArrayRecord({"state": Array(new)})
-        return ArrayRecord()
-    vec = (new - start) if cfg["delta"] else new
-    codec = create_codec(cfg["codec_up"])
-    if cfg["error_feedback"] and codec.spec.startswith("topk"):
-        res = context.state["ef"]["residual"].numpy() if "ef" in context.state else None
-        ef = ErrorFeedback(codec, residual=res)
-        enc = ef.encode(vec.astype(np.float32))
-        context.state["ef"] = ArrayRecord({"residual": Array(ef.residual)})
-        return arrays_record(enc)
-    return encode_record(codec, vec.astype(np.float32))
+    return wire.state_of(msg.content[wire.ARRAYS], work.layout.size)
 
 
 def make_client_app(cfg: dict[str, Any] | None = None) -> ClientApp:
     """A ClientApp bound to ``cfg`` (``fedfit simulate``), or reading the run config when None."""
-    app = ClientApp()
+    app = ClientApp(mods=[error_mod, make_codec_mod(lambda context: run_config(context, cfg))])
 
-    @app.train()
+    @app.query()
+    def hello(msg: Message, context: Context) -> Message:
+        metrics = {wire.PARTITION: partition_id(context), wire.WEIGHT: 1}
+        return Message(RecordDict({wire.METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+    @app.train(mods=[dp_clip_mod])
     def train(msg: Message, context: Context) -> Message:
         work = _work(context, cfg)
-        conf = msg.content["config"]
-        start = _received_state(work, msg, context)
-        mu = float(conf.get("proximal-mu", 0.0))
-        new, metrics = work.train(start, int(conf.get("server-round", 1)), prox_mu=mu)
-        arrays = _encode_update(work, context, new, start)
-        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}), reply_to=msg)
+        conf = wire.config_of(msg)
+        start = _start_state(work, msg, context)
+        new, metrics = work.train(start, int(conf.get(wire.ROUND, 1)), prox_mu=float(conf.get("proximal-mu", 0.0)))
+        metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
+        if work.cfg["method"] == "local-only":
+            context.state[LOCAL] = ArrayRecord({"state": Array(new)})
+            arrays = ArrayRecord()
+        else:
+            arrays = wire.state_record(new)
+        return Message(RecordDict({wire.ARRAYS: arrays, wire.METRICS: MetricRecord(metrics)}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         work = _work(context, cfg)
-        conf = msg.content["config"]
-        state = _received_state(work, msg, context)
-        if conf.get("phase") == "global":
-            means = msg.content["means"]
+        conf = wire.config_of(msg)
+        state = _start_state(work, msg, context)
+        if conf.get(wire.PHASE) == wire.GLOBAL:
+            means = msg.content[wire.MEANS]
             correct, seen = work.global_correct(state, means["class_ids"].numpy(), means["means"].numpy())
-            return Message(RecordDict({"metrics": MetricRecord(
-                {"global_correct": correct, "global_total": seen, "num-examples": seen})}), reply_to=msg)
+            metrics = {"global_correct": correct, "global_total": seen, wire.WEIGHT: max(seen, 1)}
+            return Message(RecordDict({wire.METRICS: MetricRecord(metrics)}), reply_to=msg)
         metrics = work.evaluate(state, personalize_steps=work.cfg["personalize_steps"])
-        content = {"metrics": MetricRecord(metrics)}
+        metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
+        content: dict[str, Any] = {wire.METRICS: MetricRecord(metrics)}
         if conf.get("global-eval", False):
             ids, counts, sums = work.class_sums(state)
-            content["stats"] = ArrayRecord({"class_ids": Array(ids), "counts": Array(counts.astype(np.float32)),
-                                            "sums": Array(sums)})
+            content[wire.STATS] = wire.arrays_record({"class_ids": ids, "counts": counts.astype(np.float32),
+                                                      "sums": sums})
         return Message(RecordDict(content), reply_to=msg)
 
     return app

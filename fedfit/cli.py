@@ -53,17 +53,28 @@ def _fewshot(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    """Exit 0: done, every client message answered; 3: done, but client messages failed (counted in
+    rounds.jsonl with their reasons); 4: the federation could not go on (no client could train)."""
     from fedfit.config import load_config
+    from strategies.loop import FederationError
     from strategies.simulate import simulate
 
     cfg = load_config(args.config, args.overrides)
-    summary = simulate(cfg, verbose=args.verbose)
+    try:
+        summary = simulate(cfg, verbose=args.verbose)
+    except FederationError as e:
+        print(f"fedfit: error: {e}", file=sys.stderr)
+        return 4
     if args.plot:
         from fedfit.plot import plot_runs
 
         for p in plot_runs([summary["run_dir"]], summary["run_dir"]):
             if p.suffix == ".png":
                 print(f"figure: {p}")
+    if summary.get("failures"):
+        print(f"fedfit: {summary['failures']} client messages failed; see 'failures' in "
+              f"{summary['run_dir']}/rounds.jsonl", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -75,6 +86,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from fedfit.sweep import aggregate, load_sweep, markdown_table, replace_section, run_sweep
 
     name, configs = load_sweep(args.file, args.overrides)
+    from fedfit.config import ConfigError
+    from strategies import check_options
+
+    for c in configs:
+        try:
+            check_options(c)
+        except ValueError as e:
+            raise ConfigError(f"{args.file}: run {c['name']}: {e}") from None
     print(f"sweep {name}: {len(configs)} runs -> {Path(configs[0]['out_dir'])}")
     if args.dry_run:
         for c in configs:
@@ -301,10 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     from fedfit.backbones import BackboneError
     from fedfit.config import ConfigError
     from fedfit.data import DataError
+    from fedfit.preflight import ResourceError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, BackboneError, FileNotFoundError) as e:
+    except (ConfigError, DataError, BackboneError, ResourceError, FileNotFoundError) as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -106,25 +106,54 @@ def parse_overrides(items: list[str], like: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+METHODS = ("fit", "head-only", "local-only", "full")
+DP_MODES = ("none", "server", "client")
+
+
 def validate(cfg: dict[str, Any]) -> None:
-    """Cross-field checks that a type check cannot make."""
+    """Every value's range and every name against its registry (strategy names are checked by
+    ``strategies``, which owns that registry); raises ConfigError naming the option and the fix."""
     def need(cond: bool, msg: str) -> None:
         if not cond:
             raise ConfigError(msg)
 
+    def choose(key: str, names) -> None:
+        need(cfg[key] in names, f"{key} = {cfg[key]!r} is unknown; choose one of: {', '.join(names)}")
+
     need(cfg["rounds"] >= 0, "rounds must be >= 0")
+    need(cfg["seed"] >= 0, "seed must be >= 0")
+    need(cfg["data_seed"] >= -1, "data_seed must be >= 0, or -1 for the same as seed")
     need(cfg["num_clients"] >= 1, "num_clients must be >= 1")
     need(1 <= cfg["clients_per_round"] <= cfg["num_clients"],
          f"clients_per_round must be in 1..num_clients ({cfg['num_clients']}), got {cfg['clients_per_round']}")
+    need(0 <= cfg["eval_clients"] <= cfg["num_clients"],
+         f"eval_clients must be in 0..num_clients ({cfg['num_clients']}; 0 = all), got {cfg['eval_clients']}")
     need(cfg["classes_per_client"] >= 2, "classes_per_client must be >= 2")
     need(cfg["shots"] >= 1 and cfg["queries"] >= 1, "shots and queries must be >= 1")
     need(16 <= cfg["image_size"] <= 1024, "image_size must be in 16..1024 pixels")
-    need(cfg["method"] in ("fit", "head-only", "local-only", "full"),
-         f"method must be fit | head-only | local-only | full, got {cfg['method']!r}")
+    choose("method", METHODS)
+
+    from fedfit.data import SOURCES
+    from fedfit.heads import HEADS
+
+    choose("dataset", SOURCES.names())
+    choose("head", HEADS.names() + ["auto"])
+    need(cfg["device"] in ("auto", "cpu", "cuda") or (cfg["device"].startswith("cuda:") and cfg["device"][5:].isdigit()),
+         f"device = {cfg['device']!r} is unknown; choose auto, cpu, cuda or cuda:N")
     need(cfg["num_cpus"] > 0 and cfg["num_gpus"] >= 0, "num_cpus must be > 0 and num_gpus >= 0")
-    need(cfg["local_steps"] >= 0 and cfg["lr"] > 0, "local_steps must be >= 0 and lr > 0")
+    need(cfg["local_steps"] >= 0 and cfg["personalize_steps"] >= 0, "local_steps and personalize_steps must be >= 0")
+    need(cfg["lr"] > 0 and cfg["server_lr"] > 0, "lr and server_lr must be > 0")
+    need(cfg["lr_decay"] > 0 and cfg["lr_decay_every"] >= 1, "lr_decay must be > 0 and lr_decay_every >= 1")
+    need(cfg["weight_decay"] >= 0 and cfg["prox_mu"] >= 0, "weight_decay and prox_mu must be >= 0")
+    need(cfg["min_way"] >= 1 and cfg["max_way"] >= 0, "min_way must be >= 1 and max_way >= 0 (0 = all classes)")
+    need(0 <= cfg["server_momentum"] < 1, "server_momentum must be in [0, 1)")
+    need(0 < cfg["trim_beta"] < 0.5, "trim_beta must be in (0, 0.5)")
+    need(cfg["malicious"] >= 0 and cfg["multikrum_keep"] >= 0, "malicious and multikrum_keep must be >= 0")
+    need(cfg["timeout_s"] > 0, "timeout_s must be > 0 seconds")
+    t = cfg["protonets_temperature"]
+    need(t == "dim" or (_is_number(t) and float(t) > 0), f"protonets_temperature must be 'dim' or a number > 0, got {t!r}")
     for side in ("codec_up", "codec_down"):
-        from fedfit.codec import create_codec
+        from fedfit.codecs import create_codec
 
         try:
             create_codec(cfg[side])
@@ -133,8 +162,11 @@ def validate(cfg: dict[str, Any]) -> None:
     need(not (cfg["codec_up"].startswith("topk") and not cfg["delta"]),
          "codec_up = top-k sparsifies updates: set delta = true (a sparse copy of the whole state is useless)")
     need(not cfg["codec_down"].startswith("topk"), "codec_down cannot be top-k: clients need the whole state")
-    need(cfg["protonets_temperature"] in ("1", "dim") or _is_number(cfg["protonets_temperature"]),
-         "protonets_temperature must be a number or 'dim'")
+    choose("dp", DP_MODES)
+    if cfg["dp"] != "none":
+        need(cfg["method"] != "local-only", "dp needs an aggregated method: local-only sends nothing to protect")
+        need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
+        need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")
 
 
 def _is_number(s: str) -> bool:
@@ -143,6 +175,11 @@ def _is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def data_seed(cfg: dict[str, Any]) -> int:
+    """The seed of the partition: ``data_seed``, or ``seed`` when it is -1."""
+    return cfg["data_seed"] if cfg["data_seed"] >= 0 else cfg["seed"]
 
 
 def run_name(cfg: dict[str, Any]) -> str:

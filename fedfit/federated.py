@@ -8,25 +8,56 @@ Methods (``cfg["method"]``) and what they train:
   * ``head-only``: nothing in the body; only the head's mixing weights (none for ProtoNets).
   * ``local-only``: FiLM as in ``fit``, but every client keeps its own state (no aggregation).
   * ``full``: every backbone weight (BiT-style full fine-tuning), same head and episodes.
+
+Per process, a small bounded cache keeps the built model (backbone load ~1 s), the decoded data set
+(memory-mapped from fedfit's cache) and the partition plan (indices); a client's images are copied
+out of the data set only while that client works (``client_data``).
 """
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 
-from fedfit.codec import Layout
-from fedfit.data import ClientData, load_source, partition_kshot
+from fedfit import seeding
+from fedfit.config import data_seed
+from fedfit.data import ClientData, ClientPlan, ImageSet, kshot_plan, load_source, materialize
 from fedfit.episodes import FineTuneConfig, evaluate, finetune
-from fedfit.heads import ClassStats
+from fedfit.heads import ClassStats, auto_head
+from fedfit.layout import Layout
 from fedfit.model import FewShotModel, build_model
 
 METHOD_ADAPTER = {"fit": "film", "head-only": "none", "local-only": "film", "full": "full"}
 
-_MODELS: dict[tuple, FewShotModel] = {}
-_PARTITIONS: dict[tuple, list[ClientData]] = {}
+V = TypeVar("V")
+
+
+class _Bounded:
+    """A tiny LRU cache: at most ``size`` entries, the least recently used dropped first."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key, make: Callable[[], V]) -> V:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = make()
+        self.items[key] = value
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+_MODELS = _Bounded(2)   # a model holds a backbone (~20 MB for Lite0, ~14 MB per extra copy of weights)
+_SOURCES = _Bounded(2)  # data sets are memory-mapped: cheap to keep
+_PLANS = _Bounded(4)    # indices only
 
 
 def model_key(cfg: dict[str, Any]) -> tuple:
@@ -34,21 +65,19 @@ def model_key(cfg: dict[str, Any]) -> tuple:
             cfg["protonets_temperature"], cfg["device"])
 
 
-def shared_model(cfg: dict[str, Any]) -> FewShotModel:
-    """The model for this config, built once per process (backbone load ~1 s) and reused."""
-    key = model_key(cfg)
-    if key not in _MODELS:
-        t = cfg["protonets_temperature"]
-        head_options = {"temperature": t if t == "dim" else float(t)} if _head_name(cfg) == "protonets" else None
-        _MODELS[key] = build_model(cfg["backbone"], cfg["weights"], METHOD_ADAPTER[cfg["method"]], cfg["head"],
-                                   min_shots=cfg["shots"], device=cfg["device"], head_options=head_options)
-    return _MODELS[key]
-
-
-def _head_name(cfg: dict[str, Any]) -> str:
-    from fedfit.heads import auto_head
-
+def head_name(cfg: dict[str, Any]) -> str:
     return auto_head(cfg["shots"]) if cfg["head"] == "auto" else cfg["head"]
+
+
+def shared_model(cfg: dict[str, Any]) -> FewShotModel:
+    """The model for this config, built once per process and reused by every client it serves."""
+    def make() -> FewShotModel:
+        t = cfg["protonets_temperature"]
+        head_options = {"temperature": t if t == "dim" else float(t)} if head_name(cfg) == "protonets" else None
+        return build_model(cfg["backbone"], cfg["weights"], METHOD_ADAPTER[cfg["method"]], cfg["head"],
+                           min_shots=cfg["shots"], device=cfg["device"], head_options=head_options)
+
+    return _MODELS.get(model_key(cfg), make)
 
 
 def initial_state(cfg: dict[str, Any]) -> tuple[Layout, np.ndarray]:
@@ -60,16 +89,27 @@ def initial_state(cfg: dict[str, Any]) -> tuple[Layout, np.ndarray]:
     return layout, layout.pack(named)
 
 
-def partitions(cfg: dict[str, Any]) -> list[ClientData]:
-    """Every client's k-shot data, computed deterministically (same in every process) and cached."""
+def source(cfg: dict[str, Any]) -> ImageSet:
+    """The configured data set at the run's resolution (decoded once, then memory-mapped)."""
+    key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"])
+    return _SOURCES.get(key, lambda: load_source(cfg["dataset"], image_size=cfg["image_size"],
+                                                 root=cfg["data_root"] or None, cache_dir=cfg["cache_dir"] or None))
+
+
+def plans(cfg: dict[str, Any]) -> list[ClientPlan]:
+    """Every client's k-shot plan (indices), the same in every process for the same options."""
     key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"], cfg["num_clients"],
-           cfg["classes_per_client"], cfg["shots"], cfg["queries"], cfg["seed"])
-    if key not in _PARTITIONS:
-        data = load_source(cfg["dataset"], image_size=cfg["image_size"], root=cfg["data_root"] or None,
-                           cache_dir=cfg["cache_dir"] or None)
-        _PARTITIONS[key] = partition_kshot(data, cfg["num_clients"], cfg["classes_per_client"], cfg["shots"],
-                                           cfg["queries"], seed=cfg["seed"])
-    return _PARTITIONS[key]
+           cfg["classes_per_client"], cfg["shots"], cfg["queries"], data_seed(cfg))
+    return _PLANS.get(key, lambda: kshot_plan(source(cfg), cfg["num_clients"], cfg["classes_per_client"],
+                                              cfg["shots"], cfg["queries"], seed=data_seed(cfg)))
+
+
+def client_data(cfg: dict[str, Any], partition_id: int) -> ClientData:
+    """Client ``partition_id``'s images, copied out of the data set by its plan."""
+    ps = plans(cfg)
+    if not 0 <= partition_id < len(ps):
+        raise ValueError(f"partition-id {partition_id} outside 0..{len(ps) - 1} (num_clients = {len(ps)})")
+    return materialize(source(cfg), ps[partition_id])
 
 
 def round_lr(cfg: dict[str, Any], server_round: int) -> float:
@@ -80,12 +120,14 @@ class ClientWork:
     """What client ``partition_id`` does with a received state vector."""
 
     def __init__(self, cfg: dict[str, Any], partition_id: int):
-        parts = partitions(cfg)
-        if not 0 <= partition_id < len(parts):
-            raise ValueError(f"partition-id {partition_id} outside 0..{len(parts) - 1} (num_clients = {len(parts)})")
-        self.cfg, self.pid, self.data = cfg, partition_id, parts[partition_id]
+        self.cfg, self.pid, self.data = cfg, partition_id, client_data(cfg, partition_id)
         self.model = shared_model(cfg)
         self.layout = Layout.of(self.model.state_arrays())
+
+    @property
+    def fingerprint(self) -> int:
+        """This client's state layout fingerprint (the server refuses replies with another one)."""
+        return self.layout.fingerprint
 
     def load(self, flat: np.ndarray) -> None:
         if flat.shape != (self.layout.size,):
@@ -104,7 +146,8 @@ class ClientWork:
         ref = [p.detach().clone() for p in self.model.trainable_parameters()] if prox_mu > 0 else None
         ft = FineTuneConfig(steps=cfg["local_steps"] if steps is None else steps, lr=round_lr(cfg, server_round),
                             weight_decay=cfg["weight_decay"], min_way=cfg["min_way"], max_way=cfg["max_way"] or None,
-                            seed=hash((cfg["seed"], server_round, self.pid)) % 2**32, prox_mu=prox_mu, prox_ref=ref)
+                            seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
+                            prox_ref=ref)
         res = finetune(self.model, self.data.support_x, self.data.support_y, ft)
         metrics = {"num-examples": int(self.data.num_examples), "train_seconds": res.seconds,
                    "train_images": int(res.images), "train_steps": int(res.steps)}

@@ -24,10 +24,11 @@ from fedfit.format import human_bytes, markdown_table, pct
 
 @dataclass
 class RoundRecord:
-    """What one federated round cost and reached."""
+    """What one federated round cost and reached. Clients are named by partition id (a string key
+    in JSON); failures list every client message of the round that produced nothing usable."""
 
     round: int
-    clients: int = 0                  # clients whose training reply was aggregated this round
+    clients: int = 0                  # clients whose training reply was aggregated (or kept, local-only)
     bytes_down_wire: int = 0          # training traffic server -> clients, this round
     bytes_up_wire: int = 0            # training traffic clients -> server, this round
     bytes_down_payload: int = 0
@@ -37,7 +38,9 @@ class RoundRecord:
     cum_bytes_wire: int = 0           # down + up, cumulative: the communication cost of learning
     eval_bytes_down_wire: int = 0     # evaluation traffic (measurement, not learning), this round
     eval_bytes_up_wire: int = 0
-    rejected: int = 0                 # replies dropped (client errors, malformed or hostile updates)
+    setup_bytes_wire: int = 0         # the "hello" exchange (which node holds which partition)
+    rejected: int = 0                 # replies dropped by validation (malformed or hostile)
+    failed: int = 0                   # client messages without a usable reply (errors, timeouts, absent, rejected)
     acc_mean: float | None = None     # personalized accuracy across evaluated clients
     acc_median: float | None = None
     acc_p10: float | None = None      # 10th percentile across clients
@@ -45,8 +48,12 @@ class RoundRecord:
     acc_finetuned_mean: float | None = None  # after local personalization steps, if configured
     global_acc: float | None = None   # head from aggregated class statistics, all classes
     eval_clients: int = 0
-    train_loss: float | None = None   # mean episodic loss of the clients' last local step
+    train_loss: float | None = None   # mean episodic loss of the clients' local steps
+    dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta)
     seconds: float = 0.0              # wall-clock seconds of this round
+    trained: list[int] = field(default_factory=list)       # partition ids sampled for training
+    per_client: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition id -> its numbers
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {client, phase, kind, reason}
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

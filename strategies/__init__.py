@@ -1,18 +1,45 @@
-"""Flower server side: strategies over the packed adapter state, metering, the round loop, the ServerApp."""
-from strategies import fedadam, fedavg, fedavgm, fedprox, fedyogi, local_only  # noqa: F401  (registers)
+"""Flower server side: stock Flower strategies by name, and the layers fedfit puts around the Grid.
+
+The strategy aggregates plain float32 states; everything else happens around the Grid it is given:
+``sampling`` (seeded client choice by partition id), ``codec_layer`` (encode the downlink once per
+round, validate and decode every reply), ``metering`` (bytes as serialized), ``nodes`` (which node
+holds which partition), ``loop`` (rounds, evaluation, results), ``server_app`` and ``simulate``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from strategies import (bulyan, fedadagrad, fedadam, fedavg, fedavgm, fedmedian, fedprox,  # noqa: F401 (register)
+                        fedtrimmedavg, fedyogi, krum, multikrum)
+from strategies import dp
 from strategies.registry import STRATEGIES
 
-
-def create_strategy(cfg: dict, n: int):
-    """The configured strategy (``local-only`` when ``method`` says so) for a state of ``n`` floats."""
-    name = "local-only" if cfg["method"] == "local-only" else cfg["strategy"]
-    k, N = cfg["clients_per_round"], cfg["num_clients"]
-    e = cfg["eval_clients"] or N
-    sampling = dict(fraction_train=k / N, min_train_nodes=k, fraction_evaluate=min(e, N) / N,
-                    min_evaluate_nodes=min(e, N), min_available_nodes=N)
-    s = STRATEGIES.create(name, cfg, **sampling)
-    s.setup_fedfit(n, cfg["codec_down"], cfg["codec_up"], cfg["delta"])
-    return s
+# fedfit samples the clients itself and shows the strategy exactly the sampled nodes (a view of the
+# grid): Flower's own sampling must then take all of them and never wait for more.
+SAMPLING = dict(fraction_train=1.0, min_train_nodes=1, fraction_evaluate=1.0, min_evaluate_nodes=1,
+                min_available_nodes=1)
 
 
-__all__ = ["STRATEGIES", "create_strategy"]
+def check_options(cfg: dict[str, Any]) -> None:
+    """Raise ValueError (one line, what to change) for a strategy the options cannot run."""
+    if cfg["strategy"] not in STRATEGIES:
+        raise ValueError(f"strategy = {cfg['strategy']!r} is unknown; choose one of: {', '.join(STRATEGIES.names())}")
+    k, f = cfg["clients_per_round"], cfg["malicious"]
+    if cfg["strategy"] in ("krum", "multikrum") and k < 2 * f + 3:
+        raise ValueError(f"{cfg['strategy']} tolerates malicious = {f} with clients_per_round >= 2f + 3 = {2 * f + 3}, "
+                         f"got {k}: lower malicious or raise clients_per_round")
+    if cfg["strategy"] == "bulyan" and k < 4 * f + 3:
+        raise ValueError(f"bulyan tolerates malicious = {f} with clients_per_round >= 4f + 3 = {4 * f + 3}, got {k}: "
+                         f"lower malicious or raise clients_per_round")
+    if cfg["strategy"] == "multikrum" and cfg["multikrum_keep"] > k:
+        raise ValueError(f"multikrum_keep = {cfg['multikrum_keep']} exceeds clients_per_round = {k}")
+    dp.check(cfg)
+
+
+def create_strategy(cfg: dict[str, Any]):
+    """The configured stock Flower strategy (inside its DP wrapper when ``dp`` is on)."""
+    check_options(cfg)
+    return dp.wrap(cfg, STRATEGIES.create(cfg["strategy"], cfg, **SAMPLING))
+
+
+__all__ = ["STRATEGIES", "SAMPLING", "check_options", "create_strategy"]

@@ -1,14 +1,9 @@
-"""FedAvg over the packed adapter state, weighted by each client's support-set size."""
-from flwr.serverapp.strategy import FedAvg as _FedAvg
+"""FedAvg (McMahan et al. 2017): the mean of the clients' states weighted by ``num-examples``."""
+from flwr.serverapp.strategy import FedAvg
 
-from strategies.base import FedFiTMixin
 from strategies.registry import STRATEGIES
 
 
-class FedAvg(FedFiTMixin, _FedAvg):
-    pass
-
-
 @STRATEGIES.register("fedavg")
-def make(cfg, **sampling):
+def make(cfg, **sampling) -> FedAvg:
     return FedAvg(**sampling)

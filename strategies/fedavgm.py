@@ -1,14 +1,9 @@
-"""FedAvgM: server momentum (``server_momentum``) over the averaged update."""
-from flwr.serverapp.strategy import FedAvgM as _FedAvgM
+"""FedAvgM (Hsu et al. 2019): FedAvg with server momentum ``server_momentum`` (server lr 1.0)."""
+from flwr.serverapp.strategy import FedAvgM
 
-from strategies.base import FedFiTMixin
 from strategies.registry import STRATEGIES
 
 
-class FedAvgM(FedFiTMixin, _FedAvgM):
-    pass
-
-
 @STRATEGIES.register("fedavgm")
-def make(cfg, **sampling):
+def make(cfg, **sampling) -> FedAvgM:
     return FedAvgM(server_learning_rate=1.0, server_momentum=float(cfg["server_momentum"]), **sampling)

@@ -1,14 +1,9 @@
-"""FedYogi: Yogi on the server over the averaged update (eta = ``server_lr``)."""
-from flwr.serverapp.strategy import FedYogi as _FedYogi
+"""FedYogi (Reddi et al. 2021): Yogi on the server over the mean update; server step ``server_lr``."""
+from flwr.serverapp.strategy import FedYogi
 
-from strategies.base import FedFiTMixin
 from strategies.registry import STRATEGIES
 
 
-class FedYogi(FedFiTMixin, _FedYogi):
-    pass
-
-
 @STRATEGIES.register("fedyogi")
-def make(cfg, **sampling):
-    return FedYogi(eta=float(cfg["server_lr"]), eta_l=float(cfg["lr"]), tau=1e-6, **sampling)
+def make(cfg, **sampling) -> FedYogi:
+    return FedYogi(eta=float(cfg["server_lr"]), eta_l=float(cfg["lr"]), **sampling)

@@ -1,164 +1,284 @@
-"""The server's round loop: train, evaluate, meter, write one results line per round.
+"""The server's round loop: sample, train, aggregate, evaluate, meter, write one line per round.
 
-Round 0 evaluates the initial state (the frozen backbone's head). Each round r >= 1: the strategy
-samples clients and sends the (encoded) global state; replies are validated, decoded and aggregated;
-then clients evaluate the new global state on their own query sets (personalized accuracy) and,
-with ``global_eval``, a second exchange scores every client's query set against class means
-aggregated from all evaluated clients (global accuracy, all classes, nearest mean).
+The Grid is wrapped, innermost first, by the meter (bytes as serialized), the codec layer (encode
+the downlink once per round, validate and decode every reply) and, per round, a view that shows the
+strategy only the sampled clients' nodes. The strategy is a stock Flower one and sees float32 states.
+
+Round 0 evaluates the initial state (the frozen backbone's head). Round r >= 1: ``ClientSampler``
+picks the training partitions from the run's seed; the strategy configures their messages; replies
+are validated and decoded, sorted by partition id and aggregated. Then a seeded sample of clients
+(``eval_clients``, 0 = all) evaluates the new global state on its own query sets (personalized
+accuracy) and, with ``global_eval``, a second exchange scores every evaluated client's query set
+against class means aggregated from all of them (global accuracy, all classes, nearest mean).
+
+Failed client messages (errors, timeouts, absent nodes, rejected replies) are recorded with their
+reasons and the round goes on with the rest; a run in which no client can train (or evaluate) at
+all stops with ``FederationError`` naming the first client error.
 """
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
+import wire
 from fedfit.config import run_name
-from fedfit.federated import initial_state
+from fedfit.format import human_bytes, pct
+from fedfit.preflight import RunSetup, prepare
 from fedfit.results import RoundRecord, RunWriter
-from strategies import create_strategy
-from strategies.base import state_of, state_record
-from strategies.metering import Meter, MeteredGrid, total
+from strategies import create_strategy, dp
+from strategies.codec_layer import CodecGrid, Failure, for_strategy
+from strategies.metering import Meter, MeteredGrid, Transfer, total
+from strategies.nodes import NodeDirectory
+from strategies.sampling import ClientSampler, GridView
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000.0
-    return str(n)
+class FederationError(RuntimeError):
+    """The federation cannot go on (no node answered, no client could train or evaluate)."""
 
 
-def _global_eval(grid, strategy, arrays: ArrayRecord, replies_stats, timeout: float) -> tuple[float | None, int]:
-    """Aggregate class sums from evaluation replies, send the global class means, count correct answers."""
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, float] = {}
-    nodes = []
-    for node, rec in replies_stats:
-        ids, cnt, tot = rec["class_ids"].numpy(), rec["counts"].numpy(), rec["sums"].numpy()
-        if ids.ndim != 1 or cnt.shape != ids.shape or tot.ndim != 2 or tot.shape[0] != ids.shape[0] \
-                or not np.all(np.isfinite(tot)) or np.any(cnt < 0):
-            continue  # malformed statistics are ignored
-        nodes.append(node)
-        for i, c, s in zip(ids.tolist(), cnt, tot):
-            sums[i] = sums.get(i, 0) + s
-            counts[i] = counts.get(i, 0) + float(c)
-    if not sums:
-        return None, 0
-    ids = np.array(sorted(sums), dtype=np.int64)
-    means = np.stack([sums[i] / max(counts[i], 1.0) for i in ids]).astype(np.float32)
-    means_rec = ArrayRecord({"class_ids": Array(ids), "means": Array(means)})
-    msgs = [Message(content=RecordDict({"arrays": arrays, "means": means_rec,
-                                        "config": ConfigRecord({"phase": "global"})}),
-                    dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
-    msgs = strategy.encode_down(msgs, arrays)
-    correct = seen = 0
-    for r in grid.send_and_receive(msgs, timeout=timeout):
-        if r.has_error() or "metrics" not in r.content:
-            continue
-        m = r.content["metrics"]
-        correct += int(m.get("global_correct", 0))
-        seen += int(m.get("global_total", 0))
-    return (correct / seen if seen else None), len(nodes)
+class _Round:
+    """What one round collects before it becomes a ``RoundRecord``."""
+
+    def __init__(self, directory: NodeDirectory):
+        self.directory = directory
+        self.failures: list[dict[str, Any]] = []
+        self.per_client: dict[int, dict[str, Any]] = {}
+        self.trained: list[int] = []
+
+    def client(self, node: int) -> dict[str, Any]:
+        return self.per_client.setdefault(self.directory.by_node.get(node, -1), {})
+
+    def fail(self, failures: list[Failure]) -> None:
+        for f in failures:
+            self.failures.append({"client": self.directory.by_node.get(f.node, -1), "phase": f.phase,
+                                  "kind": f.kind, "reason": f.reason})
+
+    def absent(self, partitions: list[int], phase: str) -> None:
+        self.failures += [{"client": p, "phase": phase, "kind": "absent", "reason": "no node holds this partition"}
+                          for p in partitions]
 
 
-def _evaluate(grid, strategy, cfg, arrays: ArrayRecord, server_round: int) -> dict[str, Any]:
-    strategy.eval_metrics = []
-    config = ConfigRecord({"phase": "evaluate", "server-round": server_round,
-                           "global-eval": bool(cfg["global_eval"] and cfg["method"] != "local-only")})
-    replies = list(grid.send_and_receive(strategy.configure_evaluate(server_round, arrays, config, grid),
-                                         timeout=cfg["timeout_s"]))
-    strategy.aggregate_evaluate(server_round, replies)
-    accs = np.array([m["accuracy"] for _, m in strategy.eval_metrics if "accuracy" in m], dtype=float)
-    ft = [m["accuracy_finetuned"] for _, m in strategy.eval_metrics if "accuracy_finetuned" in m]
-    out: dict[str, Any] = {"eval_clients": int(accs.size)}
-    if accs.size:
-        out.update(acc_mean=float(accs.mean()), acc_median=float(np.median(accs)),
-                   acc_p10=float(np.percentile(accs, 10)), acc_std=float(accs.std()))
-    if ft:
-        out["acc_finetuned_mean"] = float(np.mean(ft))
-    if config["global-eval"]:
-        stats = [(r.metadata.src_node_id, r.content["stats"]) for r in replies
-                 if not r.has_error() and isinstance(r.content.get("stats"), ArrayRecord)]
-        out["global_acc"], _ = _global_eval(grid, strategy, arrays, stats, cfg["timeout_s"])
-    return out
+class Federation:
+    """One run's server side over ``grid``; ``run()`` returns the summary."""
+
+    def __init__(self, grid, cfg: dict[str, Any], setup: RunSetup | None = None,
+                 progress: Callable[[str], None] = print):
+        self.cfg, self.progress = cfg, progress
+        self.setup = setup or prepare(cfg)
+        self.layout = self.setup.layout
+        self.strategy = create_strategy(cfg)
+        self.meter = Meter()
+        self.metered = MeteredGrid(grid, self.meter)
+        self.grid = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"],
+                              self.layout.fingerprint, self.layout.size)
+        self.directory = NodeDirectory(cfg["num_clients"])
+        self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"])
+        self.local_only = cfg["method"] == "local-only"
+        self.arrays = wire.state_record(self.setup.initial)
+        self.ever = {wire.TRAIN: False, wire.EVALUATE: False}
+
+    # --- exchanges ------------------------------------------------------------------------------
+    def _nodes(self, partitions: list[int], rnd: _Round, phase: str) -> dict[int, int]:
+        have, missing = self.directory.nodes(partitions)
+        rnd.absent(missing, phase)
+        return have
+
+    def _give_up_if_nothing_works(self, phase: str, ok: int, failures: list[Failure]) -> None:
+        """Stop the run when every client of the first exchanges of ``phase`` failed with an error."""
+        errors = [f for f in failures if f.kind in ("error", "rejected")]
+        if ok == 0 and errors and not self.ever[phase]:
+            raise FederationError(f"no client could {phase}: {errors[0].reason} "
+                                  f"({len(failures)} of {len(failures) + ok} clients failed)")
+        self.ever[phase] = self.ever[phase] or ok > 0
+
+    def train(self, server_round: int, rnd: _Round) -> tuple[int, float | None]:
+        """One training exchange + aggregation; returns (clients used, mean training loss)."""
+        cfg = self.cfg
+        partitions = self.sampler.train(server_round, cfg["clients_per_round"])
+        rnd.trained = partitions
+        nodes = self._nodes(partitions, rnd, wire.TRAIN)
+        if not nodes:
+            return 0, None
+        view = GridView(self.metered, sorted(nodes.values()))
+        arrays = ArrayRecord() if self.local_only else self.arrays
+        config = ConfigRecord({wire.PHASE: wire.TRAIN, wire.ROUND: server_round})
+        try:
+            messages = list(self.strategy.configure_train(server_round, arrays, config, view))
+        except ValueError as e:  # DP accounting refuses a round with fewer clients than configured
+            rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "skipped", "reason": str(e)})
+            return 0, None
+        by_node = self.directory.by_node
+        messages.sort(key=lambda m: by_node[int(m.metadata.dst_node_id)])
+        replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
+        failures = self.grid.take_failures()
+        rnd.fail(failures)
+        self._give_up_if_nothing_works(wire.TRAIN, len(replies), failures)
+        replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
+        losses = []
+        for r in replies:
+            m = dict(r.content[wire.METRICS])
+            c = rnd.client(int(r.metadata.src_node_id))
+            c.update({k: m[k] for k in ("train_loss", "train_steps", "train_seconds") if k in m})
+            if isinstance(m.get("train_loss"), float):
+                losses.append(m["train_loss"])
+        if replies and not self.local_only:
+            new, _ = self.strategy.aggregate_train(server_round, [for_strategy(r) for r in replies])
+            if new is not None:
+                try:
+                    self.arrays = wire.state_record(wire.aggregated_state(new, self.layout.size))
+                except ValueError as e:
+                    rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "aggregate", "reason": str(e)})
+        return len(replies), (float(np.mean(losses)) if losses else None)
+
+    def evaluate(self, server_round: int, rnd: _Round) -> dict[str, Any]:
+        cfg = self.cfg
+        nodes = self._nodes(self.sampler.evaluate(server_round, cfg["eval_clients"]), rnd, wire.EVALUATE)
+        if not nodes:
+            return {"eval_clients": 0}
+        global_eval = bool(cfg["global_eval"] and not self.local_only)
+        content = RecordDict({wire.ARRAYS: ArrayRecord() if self.local_only else self.arrays,
+                              wire.CONFIG: ConfigRecord({wire.PHASE: wire.EVALUATE, wire.ROUND: server_round,
+                                                         "global-eval": global_eval})})
+        messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE)
+                    for _, n in sorted(nodes.items())]
+        replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
+        failures = self.grid.take_failures()
+        rnd.fail(failures)
+        self._give_up_if_nothing_works(wire.EVALUATE, len(replies), failures)
+        by_node = self.directory.by_node
+        replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
+        accs, tuned, stats = [], [], []
+        for r in replies:
+            m = dict(r.content[wire.METRICS])
+            rnd.client(int(r.metadata.src_node_id)).update(
+                {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m})
+            accs.append(float(m["accuracy"]))
+            if "accuracy_finetuned" in m:
+                tuned.append(float(m["accuracy_finetuned"]))
+            if wire.STATS in r.content:
+                stats.append((int(r.metadata.src_node_id), r.content[wire.STATS]))
+        out: dict[str, Any] = {"eval_clients": len(accs)}
+        if accs:
+            a = np.array(accs)
+            out.update(acc_mean=float(a.mean()), acc_median=float(np.median(a)), acc_p10=float(np.percentile(a, 10)),
+                       acc_std=float(a.std()))
+        if tuned:
+            out["acc_finetuned_mean"] = float(np.mean(tuned))
+        if global_eval and stats:
+            out["global_acc"] = self._global_accuracy(server_round, stats, rnd)
+        return out
+
+    def _global_accuracy(self, server_round: int, stats: list[tuple[int, ArrayRecord]], rnd: _Round) -> float | None:
+        """Class means aggregated from every evaluated client's class sums; each scores its query set."""
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, float] = {}
+        for _, rec in stats:
+            ids, cnt, tot = wire.class_stats_of(rec)
+            for i, c, s in zip(ids.tolist(), cnt, tot):
+                sums[i] = sums.get(i, 0.0) + s.astype(np.float64)
+                counts[i] = counts.get(i, 0.0) + float(c)
+        ids = np.array(sorted(sums), dtype=np.int64)
+        means = np.stack([sums[i] / max(counts[i], 1.0) for i in ids]).astype(np.float32)
+        content = RecordDict({wire.ARRAYS: self.arrays,
+                              wire.MEANS: wire.arrays_record({"class_ids": ids, "means": means}),
+                              wire.CONFIG: ConfigRecord({wire.PHASE: wire.GLOBAL, wire.ROUND: server_round})})
+        messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n, _ in stats]
+        correct = seen = 0
+        for r in self.grid.send_and_receive(messages, timeout=self.cfg["timeout_s"]):
+            m = r.content[wire.METRICS]
+            c, t = m.get("global_correct", 0), m.get("global_total", 0)
+            if isinstance(c, int) and isinstance(t, int) and 0 <= c <= t:
+                correct, seen = correct + c, seen + t
+        rnd.fail(self.grid.take_failures())
+        return correct / seen if seen else None
+
+    # --- the run --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, layout = self.cfg, self.layout
+        run_dir = Path(cfg["out_dir"]) / run_name(cfg)
+        writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
+                                     "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint})
+        self.progress(f"fedfit: {run_name(cfg)}: {cfg['method']} / {cfg['strategy']}"
+                      f"{'' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'}, {layout.size:,} "
+                      f"parameters sent ({human_bytes(4 * layout.size)} fp32), {cfg['num_clients']} clients, "
+                      f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds -> {run_dir}")
+        t_start = time.perf_counter()
+        self.directory.discover(self.metered, timeout=cfg["timeout_s"])
+        if not self.directory.by_partition:
+            reasons = "; ".join(r for _, r in self.directory.refused[:3]) or "no node connected"
+            raise FederationError(f"no node answered with a partition-id within timeout_s = {cfg['timeout_s']:g} s "
+                                  f"({reasons})")
+        cum_down = cum_up = 0
+        for server_round in range(cfg["rounds"] + 1):
+            t0 = time.perf_counter()
+            self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
+            rnd = _Round(self.directory)
+            clients, loss = self.train(server_round, rnd) if server_round > 0 else (0, None)
+            ev = self.evaluate(server_round, rnd)
+            transfers = self.meter.take()
+            b = _bytes(transfers)
+            cum_down += b["bytes_down_wire"]
+            cum_up += b["bytes_up_wire"]
+            for t in transfers:
+                if t.kind == wire.TRAIN and t.node_id in self.directory.by_node:
+                    c = rnd.client(t.node_id)
+                    c[f"{t.direction}_wire"] = c.get(f"{t.direction}_wire", 0) + t.wire
+            rec = RoundRecord(
+                round=server_round, clients=clients, **b, cum_bytes_down_wire=cum_down, cum_bytes_up_wire=cum_up,
+                cum_bytes_wire=cum_down + cum_up, train_loss=loss,
+                rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
+                failed=sum(f["kind"] in ("error", "timeout", "absent", "rejected") for f in rnd.failures),
+                dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
+                per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures, **ev)
+            writer.write(rec)
+            self.progress(_round_line(rec, cfg["rounds"]))
+        writer.save_state(layout.unpack(wire.state_of(self.arrays), copy=True))
+        failures = [f for r in writer.records for f in r.failures]
+        last = writer.records[-1]
+        summary = writer.finish(total_seconds=time.perf_counter() - t_start, run_dir=str(run_dir),
+                                failures=len([f for f in failures if f["kind"] != "skipped"]),
+                                first_failure=failures[0] if failures else None,
+                                refused_nodes=[{"node": n, "reason": r} for n, r in self.directory.refused])
+        fails = f"; {summary['failures']} client messages failed (first: {failures[0]['reason']})" if failures else ""
+        self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
+                      f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}), global "
+                      f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
+                      f"results in {run_dir}")
+        return summary
 
 
-def _bytes(transfers) -> dict[str, int]:
-    train, ev = ("train",), ("evaluate", "global")
-    return dict(bytes_down_wire=total(transfers, "down", "wire", train), bytes_up_wire=total(transfers, "up", "wire", train),
+def run_federation(grid, cfg: dict[str, Any], progress: Callable[[str], None] = print,
+                   setup: RunSetup | None = None) -> dict[str, Any]:
+    """Run ``cfg['rounds']`` rounds on ``grid``; write the run directory; return the summary."""
+    return Federation(grid, cfg, setup=setup, progress=progress).run()
+
+
+def _bytes(transfers: list[Transfer]) -> dict[str, int]:
+    train, ev = (wire.TRAIN,), (wire.EVALUATE, wire.GLOBAL)
+    return dict(bytes_down_wire=total(transfers, "down", "wire", train),
+                bytes_up_wire=total(transfers, "up", "wire", train),
                 bytes_down_payload=total(transfers, "down", "payload", train),
                 bytes_up_payload=total(transfers, "up", "payload", train),
-                eval_bytes_down_wire=total(transfers, "down", "wire", ev), eval_bytes_up_wire=total(transfers, "up", "wire", ev))
-
-
-def run_federation(grid, cfg: dict[str, Any], progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``cfg['rounds']`` rounds on ``grid``; write the run directory; return the summary."""
-    random.seed(cfg["seed"])  # Flower samples clients with the global `random`
-    layout, flat = initial_state(cfg)
-    strategy = create_strategy(cfg, layout.size)
-    meter = Meter()
-    g = MeteredGrid(grid, meter)
-    run_dir = Path(cfg["out_dir"]) / run_name(cfg)
-    writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
-                                 "state_bytes_fp32": 4 * layout.size})
-    progress(f"fedfit: {run_name(cfg)}: {cfg['method']} / {cfg['strategy']}, {layout.size:,} parameters sent "
-             f"({_human(4 * layout.size)} fp32), {cfg['num_clients']} clients, {cfg['clients_per_round']} per round, "
-             f"{cfg['rounds']} rounds -> {run_dir}")
-    arrays = state_record(flat)
-    cum_down = cum_up = 0
-    t_start = time.perf_counter()
-    for rnd in range(0, cfg["rounds"] + 1):
-        t0 = time.perf_counter()
-        n_rejected = len(strategy.rejected)
-        clients, loss = 0, None
-        if rnd > 0:
-            config = ConfigRecord({"server-round": rnd})
-            replies = list(g.send_and_receive(strategy.configure_train(rnd, arrays, config, g), timeout=cfg["timeout_s"]))
-            losses = [r.content["metrics"].get("train_loss") for r in replies
-                      if not r.has_error() and "metrics" in r.content]
-            losses = [x for x in losses if isinstance(x, float)]
-            loss = float(np.mean(losses)) if losses else None
-            new_arrays, _ = strategy.aggregate_train(rnd, replies)
-            clients = len(replies) - (len(strategy.rejected) - n_rejected)
-            if new_arrays is not None:
-                arrays = state_record(state_of(new_arrays).astype(np.float32))
-        ev = _evaluate(g, strategy, cfg, arrays, rnd)
-        transfers = meter.take()
-        b = _bytes(transfers)
-        cum_down += b["bytes_down_wire"]
-        cum_up += b["bytes_up_wire"]
-        per_client: dict[int, dict[str, int]] = {}
-        for t in transfers:
-            if t.kind == "train":
-                per_client.setdefault(t.node_id, {"down": 0, "up": 0})[t.direction] += t.wire
-        rec = RoundRecord(round=rnd, clients=clients, **b, cum_bytes_down_wire=cum_down, cum_bytes_up_wire=cum_up,
-                          cum_bytes_wire=cum_down + cum_up, train_loss=loss, rejected=len(strategy.rejected) - n_rejected,
-                          seconds=time.perf_counter() - t0, **ev,
-                          extra={"train_bytes_per_client": {str(k): v for k, v in per_client.items()}})
-        writer.write(rec)
-        progress(_round_line(rec, cfg["rounds"]))
-    writer.save_state(layout.unpack(state_of(arrays), copy=True))
-    last = writer.records[-1]
-    summary = writer.finish(total_seconds=time.perf_counter() - t_start, run_dir=str(run_dir),
-                            rejected=[{"node": n, "reason": r} for n, r in strategy.rejected])
-    progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
-             f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}), global {_pct(last.global_acc)}, "
-             f"{_human(last.cum_bytes_wire)} sent for training; results in {run_dir}")
-    return summary
+                eval_bytes_down_wire=total(transfers, "down", "wire", ev),
+                eval_bytes_up_wire=total(transfers, "up", "wire", ev),
+                setup_bytes_wire=total(transfers, "down", "wire", (wire.HELLO,))
+                + total(transfers, "up", "wire", (wire.HELLO,)))
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return "n/a" if x is None else pct(x) + "%"
 
 
 def _round_line(r: RoundRecord, rounds: int) -> str:
-    per = f"{_human(r.bytes_up_wire / r.clients)}/client up" if r.clients else "no training"
+    per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
+        ("nothing sent up" if r.clients else "no training")
     loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
-    rej = f" | {r.rejected} rejected" if r.rejected else ""
-    return (f"round {r.round:>3}/{rounds} | {r.clients} trained, {per}, total {_human(r.cum_bytes_wire)} | "
+    fail = f" | {r.failed} failed" if r.failed else ""
+    eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
+    return (f"round {r.round:>3}/{rounds} | {r.clients} trained, {per}, total {human_bytes(r.cum_bytes_wire)} | "
             f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients) | "
-            f"global {_pct(r.global_acc)}{loss}{rej} | {r.seconds:.1f} s")
+            f"global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")

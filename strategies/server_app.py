@@ -1,4 +1,9 @@
-"""The Flower ServerApp (``flwr run .`` and deployment): fedfit's defaults <- the run config."""
+"""The Flower ServerApp (``fedfit simulate``, ``flwr run .`` and deployment).
+
+Under ``fedfit simulate`` the options and the preflight result come bound; under ``flwr run`` the
+ServerApp reads fedfit's defaults <- the run config and runs the same checks itself (the run config's
+strategy name, data and model) before round 0.
+"""
 from __future__ import annotations
 
 import os
@@ -8,8 +13,8 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedfit.config import load_config
+from fedfit.preflight import RunSetup
 from strategies.loop import run_federation
-
 
 # Under `flwr run` the simulation runtime starts Ray in this process after importing the app: level
 # Ray's worker niceness (15 by default) so client actors are not starved (see strategies/simulate.py).
@@ -21,15 +26,23 @@ def config_from_context(context: Context) -> dict[str, Any]:
     return load_config(overrides={k.replace("-", "_"): v for k, v in dict(context.run_config).items()})
 
 
-def make_server_app(cfg: dict[str, Any] | None = None,
-                    on_done: Callable[[dict[str, Any]], None] | None = None) -> ServerApp:
-    """A ServerApp running ``cfg`` (``fedfit simulate``), or the run config (``flwr run``) when None;
-    ``on_done`` receives the run summary."""
+def make_server_app(cfg: dict[str, Any] | None = None, setup: RunSetup | None = None,
+                    on_done: Callable[[dict[str, Any]], None] | None = None,
+                    on_error: Callable[[BaseException], None] | None = None) -> ServerApp:
+    """A ServerApp running ``cfg`` (or the run config when None). ``on_done`` receives the summary;
+    with ``on_error`` an exception of the run is handed over instead of raised into Flower (which
+    would print its traceback)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        summary = run_federation(grid, cfg if cfg is not None else config_from_context(context))
+        try:
+            summary = run_federation(grid, cfg if cfg is not None else config_from_context(context), setup=setup)
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            return
         if on_done is not None:
             on_done(summary)
 

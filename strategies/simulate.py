@@ -1,8 +1,9 @@
 """Run a config on Flower's simulation engine (Ray): ``simulate(cfg)``.
 
-Ray is started here (or joined, with ``ray_address``) before Flower's backend sees it, so resources
-are checked first: a client asking for more CPUs or GPUs than the machine (or cluster) has is a
-clear error instead of Flower's silent hang. Each virtual client is a Ray actor with ``num_cpus`` and
+Everything that can be checked is checked before Ray starts, each failing with one line: the
+strategy and its options, the data source and the partition plan, the backbone and its weights,
+and one client's resources against the machine (or, with ``ray_address``, the cluster: checked right
+after joining it, before any client starts). Each virtual client is a Ray actor with ``num_cpus`` and
 ``num_gpus`` (fractional allowed); an actor given a GPU picks CUDA (``device = auto``). Every Ray
 process started here is stopped when the run ends, also on errors.
 """
@@ -13,9 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-class ResourceError(RuntimeError):
-    """The requested per-client resources cannot be satisfied."""
+from fedfit.preflight import ResourceError, check_resources, prepare
 
 
 def _quiet(verbose: bool) -> None:
@@ -23,7 +22,7 @@ def _quiet(verbose: bool) -> None:
     for name in ("ray", "filelock"):
         logging.getLogger(name).setLevel(level)
     # Flower warns that run_simulation is deprecated in favour of `flwr run` (fedfit supports both);
-    # its errors (a client that raised, a lost actor) stay visible.
+    # its errors (a lost actor) stay visible. Client exceptions become error replies (clients.mods).
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -33,20 +32,28 @@ def _quiet(verbose: bool) -> None:
     os.environ.setdefault("RAY_worker_niceness", "0")
 
 
-def check_resources(cfg: dict[str, Any], available: dict[str, float]) -> None:
-    """Raise ResourceError when one client needs more than ``available`` (Ray resource dict) offers."""
-    cpus, gpus = float(available.get("CPU", 0)), float(available.get("GPU", 0))
-    if cfg["num_cpus"] > cpus:
-        raise ResourceError(f"num_cpus = {cfg['num_cpus']} per client, but Ray has {cpus:g} CPUs: no client could "
-                            f"ever start (Flower would wait forever). Use num_cpus <= {cpus:g}.")
-    if cfg["num_gpus"] > 0 and gpus <= 0:
-        raise ResourceError(f"num_gpus = {cfg['num_gpus']} per client, but Ray sees no GPU here. Use num_gpus = 0.")
-    if cfg["num_gpus"] > gpus:
-        raise ResourceError(f"num_gpus = {cfg['num_gpus']} per client, but Ray has {gpus:g} GPUs.")
+def preflight(cfg: dict[str, Any]):
+    """All checks that need no Ray; returns the server's ``RunSetup``. Raises ConfigError, DataError,
+    BackboneError or ResourceError (one line each)."""
+    import torch
+
+    from fedfit.config import ConfigError
+    from strategies import check_options
+
+    try:
+        check_options(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not cfg["ray_address"]:
+        check_resources(cfg, float(os.cpu_count() or 1), float(torch.cuda.device_count()))
+    return prepare({**cfg, "device": "cpu"} if cfg["device"] == "auto" else cfg)
 
 
 def simulate(cfg: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` with ``num_clients`` virtual SuperNodes; returns the run summary (see strategies.loop)."""
+    """Run ``cfg`` with ``num_clients`` virtual SuperNodes; returns the run summary (see strategies.loop).
+    Raises what ``preflight`` raises before starting anything, and ``FederationError`` when the
+    federation could not go on (results of the finished rounds stay in the run directory)."""
+    setup = preflight(cfg)
     import ray
     from flwr.simulation import run_simulation
 
@@ -66,15 +73,24 @@ def simulate(cfg: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
 
         ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), **init)
     summary: dict[str, Any] = {}
+    errors: list[BaseException] = []
     try:
-        check_resources(cfg, ray.cluster_resources())
-        run_simulation(server_app=make_server_app(cfg, on_done=summary.update), client_app=make_client_app(cfg), num_supernodes=cfg["num_clients"],
+        res = ray.cluster_resources()
+        check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
+                        where="the Ray cluster" if cfg["ray_address"] else "this machine")
+        run_simulation(server_app=make_server_app(cfg, setup=setup, on_done=summary.update, on_error=errors.append),
+                       client_app=make_client_app(cfg), num_supernodes=cfg["num_clients"],
                        backend_config={"client_resources": {"num_cpus": cfg["num_cpus"], "num_gpus": cfg["num_gpus"]},
                                        "init_args": {"logging_level": init["logging_level"]}},
                        verbose_logging=verbose)
     finally:
         if ray.is_initialized():
             ray.shutdown()
+    if errors:
+        raise errors[0]
     if not summary:
         raise RuntimeError("the simulation ended without results (see the errors above)")
     return summary
+
+
+__all__ = ["ResourceError", "preflight", "simulate"]

@@ -19,3 +19,35 @@ def lite0():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One Ray head for the tests that share it (``ray start --head``, reached on 127.0.0.1), stopped
+    by process id at the end: its address, for ``ray_address``. Also the multi-machine path: a run
+    that joins an existing cluster."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests import procs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tmp_path_factory.mktemp("ray")
+    before = procs.ray_pids()
+    env = {**os.environ, "RAY_worker_niceness": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(Path(sys.executable).with_name("ray"))
+    p = subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count() or 1}", "--num-gpus=0",
+                        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    started = procs.ray_pids() - before
+    if p.returncode != 0:
+        procs.stop(started)
+        pytest.fail(f"ray start --head failed: {p.stderr[-2000:]}")
+    yield f"127.0.0.1:{port}"
+    left = procs.stop(started | (procs.ray_pids() - before))
+    assert not left, f"Ray processes left running: {left}"

@@ -1,10 +1,15 @@
-"""The ClientApp's message handling without an engine: decode, train, encode, error feedback, local state."""
+"""The ClientApp and its mods, driven through the server's codec layer on an in-process grid."""
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
+import wire
 from fedfit.config import load_config
 from fedfit.federated import initial_state
+from strategies import create_strategy
+from strategies.codec_layer import CodecGrid, for_strategy
+from strategies.inline import InlineGrid
+from strategies.sampling import GridView
 
 
 @pytest.fixture(autouse=True)
@@ -19,72 +24,118 @@ def _cfg(**over):
                                   "local_steps": 2, "queries": 5, "device": "cpu", **over})
 
 
-def _context():
-    return Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 2}, state=RecordDict(),
-                   run_config={})
+def _exchange(cfg, flat, phase="train", node=0, layout=None):
+    """One message from the server's codec layer to client ``node`` of an InlineGrid; returns
+    (valid replies, failures, the inline grid)."""
+    from clients.client_app import make_client_app
 
-
-def _train_message(strategy, flat):
-    from strategies.base import state_record
-
-    class G:  # two nodes: Flower's sampler waits until num_clients nodes are connected
-        def get_node_ids(self):
-            return [5, 6]
-
-    (msg,) = strategy.configure_train(1, state_record(flat), ConfigRecord({"server-round": 1}), G())
-    return msg
-
-
-def _call(app, msg, ctx):
-    return app(msg, ctx)
+    lay, _ = initial_state(cfg)
+    inline = InlineGrid(make_client_app(cfg), cfg["num_clients"], node_seed=7)
+    grid = CodecGrid(inline, cfg["codec_down"], cfg["codec_up"], cfg["delta"], layout or lay.fingerprint, lay.size)
+    dst = inline.get_node_ids()[node]
+    if phase == "train":
+        s = create_strategy(cfg)
+        msgs = s.configure_train(1, wire.state_record(flat), ConfigRecord({"phase": "train"}), GridView(grid, [dst]))
+    else:
+        msgs = [Message(RecordDict({"arrays": wire.state_record(flat), "config": ConfigRecord({"phase": phase})}),
+                        dst_node_id=dst, message_type=MessageType.EVALUATE)]
+    replies = grid.send_and_receive(msgs)
+    return replies, grid.take_failures(), inline
 
 
 @pytest.mark.parametrize("codec, delta", [("fp32", False), ("int8", True), ("topk:0.1", True)])
 def test_train_reply_decodes_on_the_server(codec, delta):
-    from clients.client_app import make_client_app
-    from strategies import create_strategy
-    from strategies.base import state_of
-
     cfg = _cfg(codec_up=codec, delta=delta)
     layout, flat = initial_state(cfg)
-    s = create_strategy(cfg, layout.size)
-    msg = _train_message(s, flat)
-    ctx = _context()
-    reply = _call(make_client_app(cfg), msg, ctx)
-    assert not reply.has_error(), reply.error if reply.has_error() else ""
-    assert reply.content["metrics"]["num-examples"] == 25
-    out, _ = s.aggregate_train(1, [reply])
-    assert out is not None and not s.rejected
-    got = state_of(out)
-    if codec == "fp32":
-        assert not np.array_equal(got, flat)
+    (reply,), failures, inline = _exchange(cfg, flat)
+    assert failures == []
+    m = reply.content["metrics"]
+    assert m["num-examples"] == 25 and m["partition-id"] == 0 and m["layout"] == layout.fingerprint
+    got = wire.state_of(reply.content["arrays"], layout.size)
+    assert not np.array_equal(got, flat)
     if codec == "topk:0.1":
         changed = np.flatnonzero(got != flat)
         assert 0 < changed.size <= int(round(0.1 * layout.size)) + 1
-        assert "ef" in ctx.state  # the residual stays with the client for the next round
+        ctx = inline.contexts[inline.get_node_ids()[0]]
+        assert "fedfit-ef" in ctx.state  # the residual stays with the client for the next round
+    assert set(for_strategy(reply).content["metrics"].keys()) == {"num-examples"}
 
 
 def test_local_only_keeps_its_own_state_and_sends_nothing():
-    from clients.client_app import make_client_app
-    from strategies import create_strategy
-
     cfg = _cfg(method="local-only")
     layout, flat = initial_state(cfg)
-    s = create_strategy(cfg, layout.size)
-    msg = _train_message(s, flat)
-    assert len(msg.content["arrays"]) == 0  # the server sends no state
-    ctx = _context()
-    reply = _call(make_client_app(cfg), msg, ctx)
-    assert len(reply.content["arrays"]) == 0
-    own = ctx.state["local"]["state"].numpy()
+    from clients.client_app import make_client_app
+
+    inline = InlineGrid(make_client_app(cfg), 2, node_seed=3)
+    grid = CodecGrid(inline, "fp32", "fp32", False, layout.fingerprint, layout.size)
+    dst = inline.get_node_ids()[1]
+    s = create_strategy(cfg)
+    from flwr.app import ArrayRecord
+
+    msgs = list(s.configure_train(1, ArrayRecord(), ConfigRecord({"phase": "train"}), GridView(grid, [dst])))
+    (reply,) = grid.send_and_receive(msgs)
+    assert len(msgs[0].content["arrays"]) == 0 and len(reply.content["arrays"]) == 0  # no state either way
+    own = inline.contexts[dst].state["fedfit-local"]["state"].numpy()
     assert own.shape == flat.shape and not np.array_equal(own, flat)
 
 
-def test_a_client_that_raises_becomes_an_error_reply_not_a_crash():
+def test_a_client_that_raises_replies_with_a_one_line_error():
+    cfg = _cfg()
     from clients.client_app import make_client_app
 
+    app = make_client_app(cfg)
+    inline = InlineGrid(app, 2, node_configs=[{"partition-id": 0}, {"partition-id": 9}], node_seed=1)
+    layout, flat = initial_state(cfg)
+    grid = CodecGrid(inline, "fp32", "fp32", False, layout.fingerprint, layout.size)
+    s = create_strategy(cfg)
+    msgs = s.configure_train(1, wire.state_record(flat), ConfigRecord({"phase": "train"}), GridView(grid, inline.nodes))
+    replies = grid.send_and_receive(msgs)
+    (f,) = grid.take_failures()
+    assert len(replies) == 1 and f.kind == "error" and f.node == inline.nodes[1]
+    assert f.reason == "ValueError: partition-id 9 outside 0..1 (num_clients = 2)"
+
+
+def test_a_client_refuses_a_server_running_another_model():
     cfg = _cfg()
-    msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=5,
-                  message_type=MessageType.TRAIN)  # no arrays: malformed
-    with pytest.raises(Exception):
-        _call(make_client_app(cfg), msg, _context())
+    layout, flat = initial_state(cfg)
+    replies, (f,), _ = _exchange(cfg, flat, layout=layout.fingerprint + 1)
+    assert replies == [] and f.kind == "error" and "layout fingerprint" in f.reason
+
+
+def test_hello_names_the_partition():
+    from clients.client_app import make_client_app
+    from strategies.nodes import NodeDirectory
+
+    inline = InlineGrid(make_client_app(_cfg(num_clients=3)), 3,
+                        node_configs=[{"partition-id": 2}, {"partition-id": 0}, {"partition-id": 2}], node_seed=5)
+    d = NodeDirectory(3)
+    d.discover(inline, timeout=5)
+    assert d.by_partition == {2: inline.nodes[0], 0: inline.nodes[1]}
+    assert d.refused == [(inline.nodes[2], "partition-id 2 is already held by another node")]
+
+
+def test_client_side_dp_clips_the_update():
+    cfg = _cfg(dp="client", dp_clip=0.01, lr=0.05, local_steps=3)
+    layout, flat = initial_state(cfg)
+    (reply,), failures, _ = _exchange(cfg, flat)
+    assert failures == []
+    update = wire.state_of(reply.content["arrays"]) - flat
+    assert 0 < np.linalg.norm(update) <= 0.01 * (1 + 1e-5)
+
+
+def test_evaluate_reports_accuracy_and_class_statistics():
+    cfg = _cfg(codec_down="fp16")
+    layout, flat = initial_state(cfg)
+    from clients.client_app import make_client_app
+
+    inline = InlineGrid(make_client_app(cfg), 2, node_seed=2)
+    grid = CodecGrid(inline, "fp16", "fp32", False, layout.fingerprint, layout.size)
+    msgs = [Message(RecordDict({"arrays": wire.state_record(flat),
+                                "config": ConfigRecord({"phase": "evaluate", "global-eval": True})}),
+                    dst_node_id=n, message_type=MessageType.EVALUATE) for n in inline.nodes]
+    replies = grid.send_and_receive(msgs)
+    assert len(replies) == 2 and not grid.take_failures()
+    ids, counts, sums = wire.class_stats_of(replies[0].content["stats"], 1280)
+    assert ids.shape == (5,) and np.all(counts == 5) and sums.shape == (5, 1280)
+    assert 0 <= replies[0].content["metrics"]["accuracy"] <= 1  # the client decoded the fp16 downlink first
+    assert set(msgs[0].content["arrays"].keys()) == {"x"} and msgs[0].content["arrays"]["x"].dtype == "float16"

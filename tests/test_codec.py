@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fedfit.codec import (
-    CODECS, ErrorFeedback, Int8Block, Layout, TopK, apply_delta, create_codec, encode_delta, payload_bytes,
-)
+from fedfit.codecs import CODECS, Int8Block, TopK, create_codec, payload_bytes
+from fedfit.error_feedback import ErrorFeedback, apply_delta, encode_delta
+from fedfit.layout import Layout
 
 SPECS = ["fp32", "fp16", "int8", "int8-block", "int8-block:7", "topk:0.05", "topk:0.3:fp32", "topk:1"]
 F32_MAX = float(np.finfo(np.float32).max)

@@ -29,7 +29,7 @@ def test_overrides_and_files(tmp_path):
     ("roundz = 3", "unknown option 'roundz'"),
     ("rounds = 'ten'", "rounds: expected int"),
     ("clients_per_round = 50", "clients_per_round must be in 1..num_clients"),
-    ("method = 'magic'", "method must be"),
+    ("method = 'magic'", "method = .magic. is unknown"),
 ])
 def test_malformed_config_files_get_clear_errors(tmp_path, text, match):
     f = tmp_path / "bad.toml"

@@ -350,12 +350,12 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
         assert r["bytes_up_payload"] == r["bytes_down_payload"] == 2 * 4 * state_size
         assert r["bytes_up_payload"] < r["bytes_up_wire"] <= 1.05 * r["bytes_up_payload"]
         assert 0.0 <= r["acc_mean"] <= 1.0 and r["train_loss"] > 0
-        assert set(r["extra"]["train_bytes_per_client"]) == {str(n) for n in _node_ids(env["operator"])}
+        assert r["trained"] == [0, 1] and set(r["per_client"]) == {"0", "1"}  # partition ids, not node ids
     # wire: the simulation's training message to within its metadata (ids / timestamps of other lengths)
     sim_wire = _sim_train_message_wire(state_size)
     for r in rounds[1:]:
-        for per in r["extra"]["train_bytes_per_client"].values():
-            assert abs(per["down"] - sim_wire) <= 32, (per, sim_wire)
+        for per in r["per_client"].values():
+            assert abs(per["down_wire"] - sim_wire) <= 32, (per, sim_wire)
     assert rounds[2]["cum_bytes_wire"] == sum(r["bytes_up_wire"] + r["bytes_down_wire"] for r in rounds)
     state = np.load(run_dir / "final_state.npz")
     assert sum(v.size for v in state.values()) == state_size
@@ -402,11 +402,15 @@ def _node_ids(env: dict[str, str]) -> list[int]:
     return [int(n["node-id"]) for n in _json_out(p.stdout)["nodes"] if n.get("status") == "online"]
 
 
-def _state_size(cfg: dict) -> int:
+def _layout(cfg: dict):
     from fedfit.config import load_config
     from fedfit.federated import initial_state
 
-    return initial_state(load_config(overrides=cfg))[0].size
+    return initial_state(load_config(overrides=cfg))[0]
+
+
+def _state_size(cfg: dict) -> int:
+    return _layout(cfg).size
 
 
 def _sim_train_message_wire(state_size: int) -> int:
@@ -415,9 +419,10 @@ def _sim_train_message_wire(state_size: int) -> int:
     from flwr.app import ConfigRecord
     from flwr.supercore.task_identity import TaskIdentity
 
+    import wire
     from fedfit.config import load_config
     from strategies import create_strategy
-    from strategies.base import state_record
+    from strategies.codec_layer import CodecGrid
     from strategies.metering import wire_bytes
 
     class Grid:
@@ -427,11 +432,11 @@ def _sim_train_message_wire(state_size: int) -> int:
     saved = TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 2**63 + 1, 2**63 + 2, 0
     try:
-        strategy = create_strategy(load_config(overrides={**RUN_CONFIG, "num_clients": 1, "clients_per_round": 1}),
-                                   state_size)
-        msg = next(iter(strategy.configure_train(1, state_record(np.ones(state_size, np.float32)),
-                                                 ConfigRecord({"server-round": 1}), Grid())))
-        return wire_bytes(msg)
+        strategy = create_strategy(load_config(overrides={**RUN_CONFIG, "num_clients": 1, "clients_per_round": 1}))
+        msgs = list(strategy.configure_train(1, wire.state_record(np.ones(state_size, np.float32)),
+                                             ConfigRecord({"phase": "train"}), Grid()))
+        CodecGrid(Grid(), "fp32", "fp32", False, _layout(RUN_CONFIG).fingerprint, state_size)._encode(msgs)
+        return wire_bytes(msgs[0])
     finally:
         TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
 

@@ -24,7 +24,7 @@ def test_grid_and_extra_runs_expand_and_validate(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("[grid]\nmethod = []\n", "non-empty list"),
-    ("[grid]\nmethod = ['magic']\n", "method must be"),
+    ("[grid]\nmethod = ['magic']\n", "method = .magic. is unknown"),
     ("[base]\nroundz = 1\n", "unknown option"),
     ("[bsae]\n", "unknown sections"),
 ])

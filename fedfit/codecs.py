@@ -1,8 +1,7 @@
-"""Packing named tensors into one vector, and update codecs that shrink that vector on the wire.
+"""Update codecs: a float32 vector of n elements <-> a few small arrays on the wire.
 
-``Layout`` turns a dict of named adapter tensors into one 1-D float32 vector (and back), so a whole
-adapter state travels as one array. A ``Codec`` turns a float32 vector of n elements into a small
-dict of arrays (``encode``) and back (``decode``); ``payload_bytes`` is the sum of their ``nbytes``.
+A ``Codec`` turns a float32 vector of n elements into a small dict of arrays (``encode``) and back
+(``decode``); ``payload_bytes`` is the sum of their ``nbytes`` (bytes).
 
 Specs for ``create_codec``::
 
@@ -19,14 +18,12 @@ picks the cheaper of uint8 and uint16 gaps (uint8 at 5 % density: 3 bytes per ke
 
 Decoding validates everything it receives (keys, dtypes, shapes, ranges, finiteness) and raises
 ValueError: encoded updates come from untrusted clients. Delta coding (``new - global``) is the
-caller's job; see ``encode_delta`` / ``apply_delta``. Top-k should be wrapped in ``ErrorFeedback``.
+caller's job (``fedfit.error_feedback.encode_delta`` / ``apply_delta``). Top-k should be wrapped in
+``fedfit.error_feedback.ErrorFeedback``.
 """
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,115 +51,6 @@ def _max_int8_scale() -> np.float32:
 _MAX_SCALE = _max_int8_scale()
 
 
-# --------------------------------------------------------------------------------------- layout
-@dataclass(frozen=True)
-class Layout:
-    """Ordered names, shapes and dtypes of a set of named floating-point tensors.
-
-    ``pack`` concatenates them (in this order, C order) into one float32 vector of ``size`` elements;
-    ``unpack`` splits such a vector back. Two parties that agree on a Layout agree on the wire format.
-    """
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    dtypes: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not (len(self.names) == len(self.shapes) == len(self.dtypes)):
-            raise ValueError("layout: names, shapes and dtypes differ in length")
-        if len(set(self.names)) != len(self.names):
-            raise ValueError("layout: duplicate tensor names")
-        for name, shape, dtype in zip(self.names, self.shapes, self.dtypes):
-            if not isinstance(name, str):
-                raise ValueError(f"layout: tensor name {name!r} is not a string")
-            if not all(isinstance(d, int) and d >= 0 for d in shape):
-                raise ValueError(f"layout: {name!r} has a bad shape {shape!r}")
-            try:
-                ok = np.issubdtype(np.dtype(dtype), np.floating)
-            except TypeError:
-                ok = False
-            if not ok:
-                raise ValueError(f"layout: {name!r} has dtype {dtype!r}; only floating dtypes can be packed")
-
-    @classmethod
-    def of(cls, named: Mapping[str, np.ndarray]) -> "Layout":
-        """The layout of ``named``, in its iteration order."""
-        arrays = {k: np.asarray(v) for k, v in named.items()}
-        return cls(tuple(arrays), tuple(tuple(int(d) for d in a.shape) for a in arrays.values()),
-                   tuple(a.dtype.str for a in arrays.values()))
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """Elements per tensor."""
-        return tuple(math.prod(s) for s in self.shapes)
-
-    @property
-    def size(self) -> int:
-        """Total elements (the length of the packed vector)."""
-        return sum(self.sizes)
-
-    def check(self, named: Mapping[str, Any]) -> None:
-        """Raise ValueError naming the first missing, extra, misshapen, mistyped or non-finite tensor."""
-        if not isinstance(named, Mapping):
-            raise ValueError(f"expected a dict of named arrays, got {type(named).__name__}")
-        missing = [k for k in self.names if k not in named]
-        if missing:
-            raise ValueError(f"missing tensors: {', '.join(map(repr, missing))}")
-        extra = [k for k in named if k not in set(self.names)]
-        if extra:
-            raise ValueError(f"unexpected tensors: {', '.join(map(repr, extra))}")
-        for name, shape, dtype in zip(self.names, self.shapes, self.dtypes):
-            a = named[name]
-            if not isinstance(a, np.ndarray):
-                raise ValueError(f"{name!r}: expected a numpy array, got {type(a).__name__}")
-            if a.shape != shape:
-                raise ValueError(f"{name!r}: shape {a.shape}, expected {shape}")
-            if a.dtype != np.dtype(dtype):
-                raise ValueError(f"{name!r}: dtype {a.dtype}, expected {np.dtype(dtype)}")
-            bad = a.size - int(np.count_nonzero(np.isfinite(a)))
-            if bad:
-                raise ValueError(f"{name!r}: {bad} non-finite value(s)")
-
-    def pack(self, named: Mapping[str, np.ndarray]) -> np.ndarray:
-        """float32 (size,): the tensors of ``named`` (checked first) concatenated in layout order."""
-        self.check(named)
-        if not self.names:
-            return np.zeros(0, np.float32)
-        return np.concatenate([np.asarray(named[k], np.float32).ravel() for k in self.names])
-
-    def unpack(self, flat: np.ndarray, copy: bool = False) -> dict[str, np.ndarray]:
-        """Split a (size,) vector into tensors of the layout's shapes and dtypes.
-
-        float32 tensors are views of ``flat`` unless ``copy``; other dtypes are converted copies.
-        """
-        flat = np.asarray(flat)
-        if flat.ndim != 1 or flat.size != self.size:
-            raise ValueError(f"expected a 1-D vector of {self.size} elements, got shape {flat.shape}")
-        if not np.issubdtype(flat.dtype, np.floating):
-            raise ValueError(f"expected a floating vector, got {flat.dtype}")
-        flat = flat.astype(np.float32, copy=copy)
-        out, start = {}, 0
-        for name, shape, dtype, n in zip(self.names, self.shapes, self.dtypes, self.sizes):
-            out[name] = flat[start:start + n].reshape(shape).astype(dtype, copy=False)
-            start += n
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps([{"name": n, "shape": list(s), "dtype": d}
-                           for n, s, d in zip(self.names, self.shapes, self.dtypes)])
-
-    @classmethod
-    def from_json(cls, text: str | list) -> "Layout":
-        """Inverse of ``to_json`` (also accepts the already-parsed list); ValueError if malformed."""
-        try:
-            items = json.loads(text) if isinstance(text, (str, bytes)) else text
-            return cls(tuple(i["name"] for i in items), tuple(tuple(i["shape"]) for i in items),
-                       tuple(i["dtype"] for i in items))
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"malformed layout JSON: {e}") from e
-
-
-# --------------------------------------------------------------------------------------- codecs
 CODECS: Registry["Codec"] = Registry("codec")
 
 
@@ -478,44 +366,3 @@ def create_codec(spec: str) -> Codec:
         raise ValueError(f"codec spec must be a non-empty string, got {spec!r}")
     name, *args = spec.strip().split(":")
     return CODECS.get(name).from_args(*args)
-
-
-# ----------------------------------------------------------------------------- error feedback
-class ErrorFeedback:
-    """Error feedback ("memory") for one sender around any codec (meant for top-k).
-
-    Round t sends ``C(x_t + e_t)`` and keeps ``e_{t+1} = x_t + e_t - D(C(x_t + e_t))``, so the sum
-    of decoded updates equals the sum of true updates minus the current residual: what top-k drops
-    is delayed, not lost. Keep ONE instance per sender (client); the state is ``residual``
-    (float32 (n,) or None), which a client that is rebuilt every round saves and passes back in.
-    The receiver decodes with the plain codec.
-    """
-
-    def __init__(self, codec: Codec, residual: np.ndarray | None = None):
-        self.codec = codec
-        self.residual = None if residual is None else np.asarray(residual, np.float32).copy()
-
-    def encode(self, x: np.ndarray) -> Encoded:
-        x = _check_vector(x)
-        if self.residual is not None and self.residual.shape != x.shape:
-            raise ValueError(f"residual has shape {self.residual.shape}, update {x.shape}; call reset()")
-        target = x if self.residual is None else x + self.residual
-        enc = self.codec.encode(target)
-        self.residual = target - self.codec.decode(enc, x.size)
-        return enc
-
-    def reset(self) -> None:
-        self.residual = None
-
-
-# ------------------------------------------------------------------------------------- deltas
-def encode_delta(codec: Codec | ErrorFeedback, new: np.ndarray, base: np.ndarray) -> Encoded:
-    """Encode ``new - base`` (both float32 (n,))."""
-    if new.shape != base.shape:
-        raise ValueError(f"new {new.shape} and base {base.shape} differ in shape")
-    return codec.encode((new - base).astype(np.float32, copy=False))
-
-
-def apply_delta(codec: Codec, enc: Mapping[str, np.ndarray], base: np.ndarray) -> np.ndarray:
-    """``base + decode(enc)``: float32 (n,), n = base.size."""
-    return (base + codec.decode(enc, base.size)).astype(np.float32, copy=False)

@@ -1,0 +1,56 @@
+"""Checks made before any work starts (before Ray, before round 0), each failing with one line.
+
+``prepare(cfg)`` resolves the data source and plans the partition (indices only: missing data or an
+impossible partition is a ``DataError``), builds the model once (unknown backbone or unavailable
+weights: ``BackboneError``) and returns what the server needs: the state layout and initial state.
+``check_resources`` compares one client's resource request with what the machine (or cluster) has.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedfit.layout import Layout
+
+
+class ResourceError(RuntimeError):
+    """The requested per-client resources cannot be satisfied."""
+
+
+@dataclass
+class RunSetup:
+    """What the server knows before round 0."""
+
+    layout: Layout            # the shared state's layout (names, shapes, dtypes) and its fingerprint
+    initial: np.ndarray       # float32 (layout.size,): the initial shared state
+    num_clients: int          # partitions planned
+    images: int               # images in the data set
+    classes: int              # classes in the data set
+    support_per_client: int   # labelled images per client (the FedAvg weight)
+
+
+def prepare(cfg: dict[str, Any]) -> RunSetup:
+    """Data source, partition plan and model of ``cfg``; raises DataError / BackboneError / ValueError."""
+    from fedfit.federated import initial_state, plans, source
+
+    data = source(cfg)
+    ps = plans(cfg)
+    layout, flat = initial_state(cfg)
+    return RunSetup(layout=layout, initial=flat, num_clients=len(ps), images=len(data.labels),
+                    classes=data.num_classes, support_per_client=int(len(ps[0].support_y)) if ps else 0)
+
+
+def check_resources(cfg: dict[str, Any], cpus: float, gpus: float, where: str = "this machine") -> None:
+    """Raise ResourceError (saying what to change) when one client needs more than ``cpus`` / ``gpus``."""
+    if cfg["num_cpus"] > cpus:
+        raise ResourceError(f"num_cpus = {cfg['num_cpus']:g} per client, but {where} has {cpus:g} CPUs: no client "
+                            f"could ever start. Use num_cpus <= {cpus:g}.")
+    if cfg["num_gpus"] > 0 and gpus <= 0:
+        raise ResourceError(f"num_gpus = {cfg['num_gpus']:g} per client, but {where} has no GPU. Use num_gpus = 0.")
+    if cfg["num_gpus"] > gpus:
+        raise ResourceError(f"num_gpus = {cfg['num_gpus']:g} per client, but {where} has {gpus:g} GPUs. "
+                            f"Use num_gpus <= {gpus:g} (fractions share a GPU).")
+    if str(cfg["device"]).startswith("cuda") and gpus <= 0:
+        raise ResourceError(f"device = {cfg['device']} but {where} has no CUDA GPU. Use device = auto or cpu.")

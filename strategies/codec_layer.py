@@ -1,0 +1,148 @@
+"""The server half of the codec layer: a wrapper around the Grid, below the strategy, above the meter.
+
+Outgoing: every message's "arrays" record (the strategy's full-precision float32 state) is encoded
+with ``codec_down`` - once per distinct record, however many clients receive it - and the config gets
+the wire keys the client needs ("layout" fingerprint, "state-size"). The full-precision state each
+node was sent is remembered.
+
+Incoming: every reply is validated once, before any strategy sees it: an error reply, a missing
+reply (timeout), a wrong layout fingerprint, bad metrics or ``num-examples``, undecodable or
+non-finite arrays, malformed class statistics - each becomes a ``Failure`` with its reason and the
+reply is dropped. Good training replies are decoded into float32 "state" records; with ``delta`` the
+update is added to the full-precision state the server sent (not to its lossy downlink copy), so a
+zero update leaves the global exactly where it was.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+import wire
+from fedfit.codecs import create_codec
+
+
+@dataclass
+class Failure:
+    """One client message that produced nothing usable. kind: error | rejected | timeout."""
+
+    node: int
+    phase: str
+    kind: str
+    reason: str
+
+
+class CodecGrid:
+    """``send_and_receive`` returns only valid replies (decoded); ``take_failures()`` the rest."""
+
+    def __init__(self, grid, codec_down: str, codec_up: str, delta: bool, layout_fingerprint: int, state_size: int,
+                 feature_dim: int | None = None):
+        self._grid = grid
+        self.codec_down, self.codec_up = create_codec(codec_down), create_codec(codec_up)
+        self.delta, self.fingerprint, self.n, self.feature_dim = delta, layout_fingerprint, state_size, feature_dim
+        self._failures: list[Failure] = []
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def take_failures(self) -> list[Failure]:
+        out, self._failures = self._failures, []
+        return out
+
+    # --- downlink -------------------------------------------------------------------------------
+    def _encode(self, messages: list[Message]) -> dict[int, np.ndarray | None]:
+        """Encode in place (each distinct content once); return node -> full-precision state sent."""
+        done: dict[int, np.ndarray | None] = {}
+        sent: dict[int, np.ndarray | None] = {}
+        for m in messages:
+            content = m.content
+            if id(content) not in done:
+                flat = None
+                rec = content.get(wire.ARRAYS)
+                if isinstance(rec, ArrayRecord) and len(rec):
+                    flat = wire.state_of(rec, self.n)
+                    content[wire.ARRAYS] = wire.encode_record(self.codec_down, flat)
+                conf = wire.config_of(m)
+                conf[wire.LAYOUT] = self.fingerprint
+                conf[wire.STATE_SIZE] = self.n
+                done[id(content)] = flat
+            sent[int(m.metadata.dst_node_id)] = done[id(content)]
+        return sent
+
+    # --- uplink ---------------------------------------------------------------------------------
+    def _check(self, reply: Message, phase: str, sent: np.ndarray | None) -> Message:
+        """The validated reply (training: arrays decoded to a float32 "state"); ValueError if bad."""
+        metrics = wire.metrics_of(reply)
+        if phase in (wire.TRAIN, wire.EVALUATE) and metrics.get(wire.LAYOUT) != self.fingerprint:
+            raise ValueError(f"layout fingerprint {metrics.get(wire.LAYOUT)} differs from the server's "
+                             f"{self.fingerprint} (a client with another model)")
+        content = {wire.METRICS: metrics}
+        if phase == wire.TRAIN:
+            rec = reply.content.get(wire.ARRAYS)
+            if not isinstance(rec, ArrayRecord):
+                raise ValueError("training reply carries no 'arrays' record")
+            if len(rec):
+                x = wire.decode_record(self.codec_up, rec, self.n)
+                if self.delta:
+                    if sent is None:
+                        raise ValueError("an update (delta) for a state that was never sent")
+                    x = sent + x
+                    if not np.all(np.isfinite(x)):
+                        raise ValueError("update overflows the state")
+                content[wire.ARRAYS] = wire.state_record(x)
+            else:
+                content[wire.ARRAYS] = ArrayRecord()
+        elif phase == wire.EVALUATE:
+            acc = metrics.get("accuracy")
+            if not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+                raise ValueError(f"accuracy {acc!r} is not a fraction in [0, 1]")
+            stats = reply.content.get(wire.STATS)
+            if stats is not None:
+                wire.class_stats_of(stats, self.feature_dim)
+                content[wire.STATS] = stats
+        reply.content = RecordDict(content)
+        return reply
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        messages = list(messages)
+        sent = self._encode(messages)
+        phases = {int(m.metadata.dst_node_id): _phase(m) for m in messages}
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        valid, answered = [], set()
+        for r in replies:
+            node = int(r.metadata.src_node_id)
+            if node not in phases or node in answered:
+                continue  # not asked, or a second reply: ignored
+            answered.add(node)
+            phase = phases[node]
+            if r.has_error():
+                self._failures.append(Failure(node, phase, "error", r.error.reason or f"error code {r.error.code}"))
+                continue
+            try:
+                valid.append(self._check(r, phase, sent.get(node)))
+            except (ValueError, KeyError, TypeError) as e:
+                self._failures.append(Failure(node, phase, "rejected", str(e)))
+        for node, phase in phases.items():
+            if node not in answered:
+                self._failures.append(Failure(node, phase, "timeout", f"no reply within {timeout:g} s"
+                                              if timeout is not None else "no reply"))
+        return valid
+
+
+def _phase(msg: Message) -> str:
+    try:
+        return str(wire.config_of(msg).get(wire.PHASE, msg.metadata.message_type))
+    except ValueError:
+        return msg.metadata.message_type
+
+
+def for_strategy(reply: Message) -> Message:
+    """The reply as a strategy should see it: the decoded state and only the aggregation weight, so
+    clients reporting different metric keys never make Flower's consistency check fail."""
+    weight = reply.content[wire.METRICS][wire.WEIGHT]
+    reply.content = RecordDict({wire.ARRAYS: reply.content[wire.ARRAYS],
+                                wire.METRICS: MetricRecord({wire.WEIGHT: weight})})
+    return reply
+

@@ -1,0 +1,55 @@
+"""Seeded client sampling by partition id, and the view of the grid a strategy samples from.
+
+Clients are known by partition id everywhere. ``ClientSampler`` draws each round's training and
+evaluation clients from fedfit's own seeded streams (``fedfit.seeding``), so the same options give the
+same clients in every run, whatever node ids Flower drew. ``GridView`` shows a strategy only the
+nodes of the sampled clients, so the stock strategy's own sampling (``fraction = 1``) takes exactly
+those and never waits for more.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from fedfit import seeding
+
+
+class ClientSampler:
+    """Which partitions train and evaluate in round r: sorted int lists, a function of (seed, r)."""
+
+    def __init__(self, seed: int, num_clients: int):
+        self.seed, self.num_clients = int(seed), int(num_clients)
+
+    def _sample(self, purpose: str, server_round: int, k: int) -> list[int]:
+        if k <= 0 or k >= self.num_clients:
+            return list(range(self.num_clients))
+        rng = seeding.generator(self.seed, purpose, server_round)
+        return sorted(int(i) for i in rng.choice(self.num_clients, size=k, replace=False))
+
+    def train(self, server_round: int, k: int) -> list[int]:
+        """``k`` distinct partitions (all when k >= num_clients)."""
+        return self._sample("sample-train", server_round, k)
+
+    def evaluate(self, server_round: int, k: int) -> list[int]:
+        """``k`` distinct partitions to evaluate (k = 0: all)."""
+        return self._sample("sample-evaluate", server_round, k)
+
+
+class GridView:
+    """A Flower ``Grid`` that lists only ``node_ids``; everything else is the wrapped grid's."""
+
+    def __init__(self, grid, node_ids: Iterable[int]):
+        self._grid = grid
+        self._nodes = [int(n) for n in node_ids]
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+
+def order_by(messages, key) -> list:
+    """Messages sorted by ``key(message)`` (partition id): aggregation order independent of arrival."""
+    return sorted(messages, key=lambda m: (key(m), np.inf))

@@ -1,0 +1,54 @@
+"""The ``fedfit`` command fails before the work: one line that says what to change, a non-zero exit."""
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FEDFIT = str(Path(sys.executable).with_name("fedfit"))
+
+
+@pytest.mark.parametrize("options, says", [
+    (["dataset=imagefolder", "data_root=/missing"], "/missing does not exist"),
+    (["dataset=nope"], "dataset = 'nope' is unknown; choose one of:"),
+    (["dataset=digits", "classes_per_client=11"], "cannot make 20 clients x 11 classes"),
+    (["num_cpus=64"], "Use num_cpus <= "),
+    (["strategy=nope"], "fedmedian, fedprox, fedtrimmedavg, fedyogi, krum, multikrum"),
+    (["strategy=bulyan"], "bulyan tolerates malicious = 1 with clients_per_round >= 4f + 3"),
+    (["head=nope"], "head = 'nope' is unknown"),
+    (["timeout_s=0"], "timeout_s must be > 0"),
+])
+def test_bad_options_fail_fast_in_one_line(tmp_path, options, says):
+    t0 = time.monotonic()
+    p = subprocess.run([FEDFIT, "simulate", *options, f"out_dir={tmp_path}"], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    out = (p.stdout + p.stderr).strip().splitlines()
+    assert p.returncode == 2, out
+    assert len(out) <= 3 and "Traceback" not in p.stderr, out
+    assert says in out[-1], out
+    assert time.monotonic() - t0 < 60  # seconds (imports included), not a Ray start
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_a_federation_that_cannot_go_on_exits_4_in_one_line(monkeypatch, capsys):
+    from fedfit import cli
+    from strategies import simulate as sim
+    from strategies.loop import FederationError
+
+    def broken(cfg, verbose=False):
+        raise FederationError("no client could train: RuntimeError: broken (2 of 2 clients failed)")
+
+    monkeypatch.setattr(sim, "simulate", broken)
+    assert cli.main(["simulate", "dataset=digits"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fedfit: error: no client could train: RuntimeError: broken (2 of 2 clients failed)"]
+
+
+def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_path):
+    from fedfit import cli
+    from strategies import simulate as sim
+
+    monkeypatch.setattr(sim, "simulate", lambda cfg, verbose=False: {"run_dir": str(tmp_path), "failures": 2})
+    assert cli.main(["simulate", "dataset=digits"]) == 3
+    assert "2 client messages failed" in capsys.readouterr().err

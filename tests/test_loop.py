@@ -1,0 +1,136 @@
+"""The whole server loop over the real ClientApp on an in-process grid (no Ray): determinism,
+failures counted with their reasons, a run no client can train stopping with the first error, DP."""
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Message, MetricRecord, RecordDict
+
+import wire
+from fedfit.config import load_config
+from fedfit.layout import Layout
+from strategies.inline import InlineGrid
+from strategies.loop import FederationError, run_federation
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    import logging
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+def _cfg(tmp_path, **over):
+    return load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 4, "clients_per_round": 2,
+                                  "rounds": 2, "local_steps": 2, "queries": 5, "device": "cpu",
+                                  "out_dir": str(tmp_path), "global_eval": False, **over})
+
+
+def _run(cfg, node_seed=None, hook=None):
+    from clients.client_app import make_client_app
+
+    grid = InlineGrid(make_client_app(cfg), cfg["num_clients"], node_seed=node_seed, hook=hook)
+    return run_federation(grid, cfg, progress=lambda s: None), grid
+
+
+def _rounds(cfg):
+    return [json.loads(x) for x in (f"{cfg['out_dir']}/{cfg['name']}/rounds.jsonl" and
+                                    open(f"{cfg['out_dir']}/{cfg['name']}/rounds.jsonl")).read().splitlines()]
+
+
+def _timeless(obj):
+    """A record without wall-clock fields (and wire sizes, which vary by the length of Flower's random ids)."""
+    if isinstance(obj, dict):
+        return {k: _timeless(v) for k, v in obj.items() if "seconds" not in k and "wire" not in k}
+    if isinstance(obj, list):
+        return [_timeless(v) for v in obj]
+    return obj
+
+
+def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
+    a = _cfg(tmp_path, name="a", global_eval=True)
+    _run(a, node_seed=1)
+    b = {**a, "name": "b"}
+    _run(b, node_seed=2)  # other node ids, other node order
+    ra, rb = _rounds(a), _rounds(b)
+    assert _timeless(ra) == _timeless(rb)
+    assert ra[1]["trained"] == rb[1]["trained"] and set(ra[1]["per_client"]) <= {"0", "1", "2", "3"}
+    assert all(abs(x[k] - y[k]) <= 16 for x, y in zip(ra, rb) for k in x if k.endswith("_wire"))
+    c = {**a, "name": "c", "seed": 1}
+    _run(c, node_seed=1)
+    rc = _rounds(c)
+    assert rc[1]["trained"] != ra[1]["trained"] or rc[1]["train_loss"] != ra[1]["train_loss"]
+
+
+def test_a_reply_without_train_loss_is_aggregated(tmp_path):
+    cfg = _cfg(tmp_path, name="loss", clients_per_round=4, rounds=1)
+
+    def hook(pid, msg):
+        if pid != 1 or msg.metadata.message_type != "train":
+            return None
+        from clients.client_app import make_client_app
+
+        reply = make_client_app(cfg)(msg, _ctx(cfg, pid))
+        metrics = {k: v for k, v in reply.content["metrics"].items() if k != "train_loss"}
+        return Message(RecordDict({"arrays": reply.content["arrays"], "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)
+
+    _run(cfg, hook=hook)
+    r = _rounds(cfg)[1]
+    assert r["clients"] == 4 and r["failed"] == 0 and "train_loss" not in r["per_client"]["1"]
+
+
+def _ctx(cfg, pid):
+    from flwr.app import Context
+
+    return Context(run_id=1, node_id=1, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
+
+
+def test_a_client_with_another_layout_is_refused_with_its_reason(tmp_path):
+    cfg = _cfg(tmp_path, name="layout", clients_per_round=4, rounds=1)
+    other = Layout.of({"not/film": np.zeros(20_544, np.float32)}).fingerprint  # same size, another model
+
+    def hook(pid, msg):
+        if pid != 2 or msg.metadata.message_type != "train":
+            return None
+        from clients.client_app import make_client_app
+
+        reply = make_client_app(cfg)(msg, _ctx(cfg, pid))
+        metrics = {**dict(reply.content["metrics"]), "layout": other}
+        return Message(RecordDict({"arrays": reply.content["arrays"], "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)
+
+    summary, _ = _run(cfg, hook=hook)
+    r = _rounds(cfg)[1]
+    assert r["clients"] == 3 and r["rejected"] == 1
+    (f,) = r["failures"]
+    assert f["client"] == 2 and f["kind"] == "rejected" and "layout fingerprint" in f["reason"]
+    assert summary["failures"] == 1
+
+
+def test_a_run_no_client_can_train_stops_with_the_first_error(tmp_path):
+    cfg = _cfg(tmp_path, name="broken")
+
+    def hook(pid, msg):
+        if msg.metadata.message_type == "train":
+            from clients.mods import error_reply
+
+            return error_reply(msg, f"RuntimeError: client {pid} is broken")
+        return None
+
+    with pytest.raises(FederationError, match=r"no client could train: RuntimeError: client \d is broken \(2 of 2"):
+        _run(cfg, hook=hook)
+    assert len(_rounds(cfg)) == 1  # round 0 (evaluation) was finished and kept
+
+
+def test_dp_reports_epsilon_every_round(tmp_path):
+    cfg = _cfg(tmp_path, name="dp", dp="client", dp_noise=1.0, dp_clip=0.1, rounds=3)
+    summary, _ = _run(cfg)
+    eps = [r["dp_epsilon"] for r in _rounds(cfg)]
+    assert eps[0] is None or eps[0] == 0
+    assert 0 < eps[1] < eps[2] < eps[3] < float("inf")
+    assert summary["failures"] == 0
+    assert wire.WEIGHT == "num-examples"
