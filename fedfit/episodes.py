@@ -3,7 +3,8 @@
 One step: pick a random "way" (between min(min_way, C) and C classes, capped by ``max_way``), split
 every chosen class of the support set about 50/50 into context (ceil(n/2): builds the head) and
 target (the rest: the loss), cross-entropy of the head's logits on the target, one Adam step on the
-adapter (FiLM) and the head's mixing weights. No data augmentation.
+adapter (FiLM) and the head's mixing weights. No data augmentation. Adapters with a task phase (CaSE)
+open each episode's task from its context images; gradients flow through the context forward.
 
 1-shot: a class with one example cannot be split, so it can only serve as context; when no class has
 two examples no step is possible and ``finetune`` returns without training (the head alone is used,
@@ -86,6 +87,7 @@ def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, 
     x_all = model.backbone.preprocess(support_x)
     y_all = np.asarray(support_y)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.adapter.reseed(cfg.seed)  # the adapter's own random choices (dropout) from the same seed
     model.train()
     losses, images = [], 0
     for _ in range(cfg.steps):
@@ -93,9 +95,9 @@ def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, 
         if ep is None:
             break
         ci, cy, ti, ty = ep
-        feats = model.embed(x_all[torch.as_tensor(np.concatenate([ci, ti]), device=x_all.device)])
-        ctx, tgt = feats[:len(ci)], feats[len(ci):]
-        dev = feats.device
+        ctx, tgt = model.embed_task(x_all[torch.as_tensor(ci, device=x_all.device)],
+                                    x_all[torch.as_tensor(ti, device=x_all.device)])
+        dev = ctx.device
         logits = model.head(ctx, torch.as_tensor(cy, device=dev), tgt, int(cy.max()) + 1)
         loss = F.cross_entropy(logits, torch.as_tensor(ty, device=dev))
         total = loss
@@ -112,20 +114,26 @@ def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, 
 
 @dataclass
 class EvalResult:
-    accuracy: float                  # fraction of query images classified correctly
-    loss: float                      # mean cross-entropy (nats) on the query set
+    accuracy: float                  # Naive Bayes head: fraction of query images classified correctly
+    loss: float                      # Naive Bayes head: mean cross-entropy (nats) on the query set
     num_query: int
+    extra: dict[str, float] = field(default_factory=dict)  # the adapter's own heads, e.g. accuracy_linear
 
 
 @torch.no_grad()
 def evaluate(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray,
-             query_x: np.ndarray, query_y: np.ndarray) -> EvalResult:
-    """Head from the whole support set under the current adapter, scored on the query set."""
+             query_x: np.ndarray, query_y: np.ndarray, seed: int = 0) -> EvalResult:
+    """Head from the whole support set under the current adapter (and the task opened from the whole
+    support set), scored on the query set; ``extra`` holds the adapter's extra metrics
+    (``Adapter.extra_eval``; ``seed`` drives its random choices, e.g. UpperCaSE's minibatches)."""
     model.eval()
-    s = model.embed_images(support_x)
-    q = model.embed_images(query_x)
+    with model.task(support_x) as s:  # CaSE: support features come from the task's own forward
+        s = model.embed_images(support_x) if s is None else s
+        q = model.embed_images(query_x)
     dev = s.device
     C = int(np.max(support_y)) + 1
-    logits = model.head(s, torch.as_tensor(support_y, device=dev), q, C)
-    y = torch.as_tensor(query_y, device=dev)
-    return EvalResult(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)), len(query_y))
+    sy, y = torch.as_tensor(support_y, device=dev), torch.as_tensor(query_y, device=dev)
+    logits = model.head(s, sy, q, C)
+    extra = model.adapter.extra_eval(s, sy, q, y, C, seed=seed)
+    return EvalResult(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)), len(query_y),
+                      extra)

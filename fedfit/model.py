@@ -1,7 +1,15 @@
-"""``FewShotModel``: a frozen backbone + an adapter + a Naive Bayes head, and its wire state."""
+"""``FewShotModel``: a frozen backbone + an adapter + a Naive Bayes head, and its state.
+
+Shared state (``state_arrays``: ``adapter/<name>``, ``head/<name>``) is what a client sends; personal
+state (``personal_state_arrays``: ``adapter/<name>``) stays with one client. One model object may serve
+many clients in turn: the caller saves a client's personal state after its work and loads it (or calls
+``reset_personal``) before the next client's; per-task results live only inside ``task``.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -24,23 +32,65 @@ class FewShotModel(nn.Module):
         return self.backbone.device
 
     def reset(self) -> None:
-        """Adapter and head back to their initial state."""
+        """Adapter (shared and personal state) and head back to their initial state."""
         self.adapter.reset()
+        self.adapter.reset_personal()
         self.head.reset()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in list(self.adapter.parameters()) + list(self.head.parameters())]
 
+    # ---------------------------------------------------------------- features
+
+    def _as_input(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 numpy (n, S, S, 3) -> normalized (n, 3, S, S); a tensor is taken as already normalized."""
+        return images if isinstance(images, torch.Tensor) else self.backbone.preprocess(images)
+
+    @contextmanager
+    def task(self, context: np.ndarray | torch.Tensor) -> Iterator[torch.Tensor | None]:
+        """Task phase: ``with model.task(context): f = model.embed(target)``.
+
+        context: the task's labelled images, normalized float (n, 3, S, S) or uint8 (n, S, S, 3). The
+        adapter reads them once (CaSE: per-channel scales; with gradients when grad mode is on, so the
+        context forward is part of the graph); every ``embed`` inside the block runs under the task.
+        Yields the context's features (n, D) when the adapter computed them while opening the task,
+        else None. The task's results are dropped on exit, also on exceptions. Adapters without a
+        task phase (FiLM, none, full) do nothing here (the context is not even preprocessed)."""
+        if not self.adapter.has_task_phase:
+            yield None
+            return
+        feats = self.adapter.begin_task(self.backbone, self._as_input(context))  # cleans up if it raises
+        try:
+            yield None if feats is None else self.adapter.calibrate(feats)
+        finally:
+            self.adapter.end_task()
+
     def embed(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Features (B, d) of normalized images x (B, 3, S, S); gradients flow to the adapter."""
-        return self.adapter.features(self.backbone, x, context)
+        """Features (B, d) of normalized images x (B, 3, S, S); gradients flow to the adapter.
+        ``context`` (normalized (n, 3, S, S)): embed x under a task opened from it."""
+        if context is not None:
+            with self.task(context):
+                return self.embed(x)
+        return self.adapter.calibrate(self.adapter.features(self.backbone, x))
+
+    def embed_task(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of a task's context (n, d) and target (m, d) images (normalized), both under the
+        task opened from the context. Without a task phase: one forward over both (as FiT does)."""
+        with self.task(context) as ctx:
+            if ctx is not None:
+                return ctx, self.embed(target)
+            f = self.embed(torch.cat([context, target]))
+            return f[:len(context)], f[len(context):]
 
     @torch.no_grad()
     def embed_images(self, images: np.ndarray, batch_size: int = 128) -> torch.Tensor:
-        """Features (N, d) of uint8 images (N, S, S, 3), in batches, without gradients."""
+        """Features (N, d) of uint8 images (N, S, S, 3), in batches, without gradients (under the open
+        task, if any)."""
         out = [self.embed(self.backbone.preprocess(images[i:i + batch_size]))
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.backbone.feature_dim, device=self.device)
+
+    # ---------------------------------------------------------------- shared state
 
     def state_arrays(self) -> "OrderedDict[str, np.ndarray]":
         out = OrderedDict((f"adapter/{k}", v) for k, v in self.adapter.state_arrays().items())
@@ -63,12 +113,48 @@ class FewShotModel(nn.Module):
             for k, p in self.head.named_parameters():
                 p.copy_(torch.as_tensor(head[k], dtype=p.dtype))
 
+    # ---------------------------------------------------------------- personal state
+
+    def personal_state_arrays(self) -> "OrderedDict[str, np.ndarray]":
+        """This client's personal state, ``adapter/<name>`` -> float32 copy (never sent)."""
+        return OrderedDict((f"adapter/{k}", v) for k, v in self.adapter.personal_state_arrays().items())
+
+    def load_personal_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the whole personal state (keys as ``personal_state_arrays`` gives them; an empty dict
+        forgets it). ValueError on keys that are not ``adapter/...``."""
+        bad = [k for k in arrays if not k.startswith("adapter/")]
+        if bad:
+            raise ValueError(f"personal state keys must start with 'adapter/': {bad[:3]}")
+        self.adapter.load_personal_state_arrays({k[8:]: v for k, v in arrays.items()})
+
+    def reset_personal(self) -> None:
+        """Forget the personal state (before a new client's work)."""
+        self.adapter.reset_personal()
+
+    @torch.no_grad()
+    def set_history(self, images: np.ndarray, batch_size: int = 128) -> None:
+        """Give the adapter a client's unlabelled history images, uint8 (h, S, S, 3): their body
+        features (h, D), computed once without gradients and outside any task, become personal state.
+        No-op for adapters that use no history."""
+        if not self.adapter.uses_history:
+            return
+        was = self.training
+        self.eval()
+        try:
+            out = [self.adapter.features(self.backbone, self.backbone.preprocess(images[i:i + batch_size]))
+                   for i in range(0, len(images), batch_size)]
+        finally:
+            self.train(was)
+        d = self.backbone.feature_dim
+        self.adapter.set_history(torch.cat(out) if out else torch.zeros(0, d, device=self.device))
+
 
 def build_model(backbone: str = "efficientnet_lite0", weights: str = "default", adapter: str = "film",
                 head: str = "lda", min_shots: int | None = None, device: str | None = None,
-                head_options: dict | None = None) -> FewShotModel:
-    """Create backbone (frozen), attach the adapter, create the head (``auto`` needs ``min_shots``)."""
+                head_options: dict | None = None, adapter_options: dict | None = None) -> FewShotModel:
+    """Create backbone (frozen), attach the adapter (``adapter_options``: its keyword options), create
+    the head (``auto`` needs ``min_shots``)."""
     bb = create_backbone(backbone, weights=weights, device=device)
-    ad = create_adapter(adapter, bb)
+    ad = create_adapter(adapter, bb, **(adapter_options or {}))
     hd = create_head(head, min_shots=min_shots, **(head_options or {}))
     return FewShotModel(bb, ad, hd).to(bb.device)

@@ -57,7 +57,9 @@ class ClientData:
     """One client's few-shot data: a labelled support set and a query set over the same classes.
 
     support_x / query_x: uint8 (n, S, S, 3); support_y / query_y: int64 local labels 0..C-1;
-    classes: int64 (C,) the global class index of each local label (into the ImageSet's class_names).
+    classes: int64 (C,) the global class index of each local label (into the ImageSet's class_names);
+    history_x: uint8 (h, S, S, 3) the client's unlabelled history images of its own classes (labels
+    withheld; (0, S, S, 3) when there is none).
     """
 
     client_id: int
@@ -66,6 +68,11 @@ class ClientData:
     query_x: np.ndarray
     query_y: np.ndarray
     classes: np.ndarray
+    history_x: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.history_x is None:
+            self.history_x = np.zeros((0, *self.support_x.shape[1:]), dtype=np.uint8)
 
     @property
     def num_classes(self) -> int:

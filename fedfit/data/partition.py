@@ -7,7 +7,7 @@ order of ``classes`` (sorted global ids).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,7 +16,8 @@ from .base import ClientData, DataError, ImageSet
 
 @dataclass
 class ClientPlan:
-    """One client as indices into an ImageSet: int64 arrays; *_y are local labels 0..C-1."""
+    """One client as indices into an ImageSet: int64 arrays; *_y are local labels 0..C-1.
+    history_idx: the client's unlabelled history images (labels withheld; empty unless asked for)."""
 
     client_id: int
     classes: np.ndarray
@@ -24,13 +25,15 @@ class ClientPlan:
     support_y: np.ndarray
     query_idx: np.ndarray
     query_y: np.ndarray
+    history_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def materialize(data: ImageSet, plan: ClientPlan) -> ClientData:
     """Copy the images of ``plan`` out of ``data`` -> ClientData (uint8 (n, S, S, 3) arrays)."""
     return ClientData(client_id=plan.client_id, support_x=np.asarray(data.images[plan.support_idx]),
                       support_y=plan.support_y, query_x=np.asarray(data.images[plan.query_idx]),
-                      query_y=plan.query_y, classes=plan.classes)
+                      query_y=plan.query_y, classes=plan.classes,
+                      history_x=np.asarray(data.images[plan.history_idx]))
 
 
 def _require(minimum: int, **values: int) -> None:
@@ -52,21 +55,22 @@ def _max_clients(cap: np.ndarray, classes_per_client: int) -> int:
 
 
 def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
-               seed: int) -> list[ClientPlan]:
+               seed: int, history: int = 0) -> list[ClientPlan]:
     """Plans for ``partition_kshot`` (same arguments)."""
     _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
-    _require(0, queries=queries)
-    need = shots + queries
+    _require(0, queries=queries, history=history)
+    need = shots + queries + history
     labels = np.asarray(data.labels)
-    cap = data.counts() // need  # disjoint (shots + queries)-image slots per class
+    cap = data.counts() // need  # disjoint (shots + queries + history)-image slots per class
     if _max_clients(cap, classes_per_client) < num_clients:
         most_clients = _max_clients(cap, classes_per_client)
         most_classes = int(np.minimum(cap, num_clients).sum()) // num_clients
         raise DataError(
             f"{data.name}: cannot make {num_clients} clients x {classes_per_client} classes x ({shots} shots + "
-            f"{queries} queries) with no image used twice: {int((cap > 0).sum())} of {data.num_classes} classes "
-            f"have >= {need} images; at most {most_clients} clients of {classes_per_client} classes, or "
-            f"{num_clients} clients of at most {most_classes} classes, or fewer shots/queries")
+            f"{queries} queries{f' + {history} history' if history else ''}) with no image used twice: "
+            f"{int((cap > 0).sum())} of {data.num_classes} classes have >= {need} images; at most {most_clients} "
+            f"clients of {classes_per_client} classes, or {num_clients} clients of at most {most_classes} "
+            f"classes, or fewer shots/queries{'/history' if history else ''}")
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(labels)), labels))  # grouped by class, random within a class
     start = np.concatenate([[0], np.cumsum(data.counts())])
@@ -87,18 +91,24 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
         plans.append(ClientPlan(
             client_id=cid, classes=chosen.astype(np.int64),
             support_idx=np.concatenate([b[:shots] for b in blocks]), support_y=np.repeat(local, shots),
-            query_idx=np.concatenate([b[shots:] for b in blocks]).astype(np.int64), query_y=np.repeat(local, queries)))
+            query_idx=np.concatenate([b[shots:shots + queries] for b in blocks]).astype(np.int64),
+            query_y=np.repeat(local, queries),
+            history_idx=np.concatenate([b[shots + queries:] for b in blocks]).astype(np.int64)))
     return plans
 
 
 def partition_kshot(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
-                    seed: int) -> list[ClientData]:
+                    seed: int, history: int = 0) -> list[ClientData]:
     """``num_clients`` clients, each with C = ``classes_per_client`` random classes (classes recur across
     clients), ``shots`` support and ``queries`` query images per class; no image is used twice anywhere.
+    ``history``: also that many unlabelled images per class of the client's own classes (``history_x``,
+    class by class, labels withheld), disjoint from every support / query / history image of any client.
+    With ``history=0`` the partition is the same as without the option, for the same seed.
 
     Raises DataError (saying the most the data can give) when the data is too small.
     """
-    return [materialize(data, p) for p in kshot_plan(data, num_clients, classes_per_client, shots, queries, seed)]
+    return [materialize(data, p)
+            for p in kshot_plan(data, num_clients, classes_per_client, shots, queries, seed, history)]
 
 
 def natural_plan(data: ImageSet, shots: int, queries: int, seed: int, min_classes: int = 2) -> list[ClientPlan]:
