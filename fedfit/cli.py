@@ -156,7 +156,7 @@ def _deploy_init(args: argparse.Namespace) -> int:
     from deploy import certificate_names, init_deployment
     from fedfit.config import load_config
 
-    items = [f"num_clients={args.nodes}", f"clients_per_round={args.nodes}", *args.run_config]
+    items = [f"num_clients={args.nodes}", f"clients_per_round={args.nodes}", "new_users=0", *args.run_config]
     cfg = load_config(overrides=items)  # validates keys, types and ranges
     run_config = {k: cfg[k] for k in dict.fromkeys(i.split("=", 1)[0].strip().replace("-", "_") for i in items)}
     b = init_deployment(args.out, args.superlink_host, args.nodes, names=args.name, port=args.port,

@@ -124,6 +124,7 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["seed"] >= 0, "seed must be >= 0")
     need(cfg["data_seed"] >= -1, "data_seed must be >= 0, or -1 for the same as seed")
     need(cfg["num_clients"] >= 1, "num_clients must be >= 1")
+    need(cfg["new_users"] >= -1, "new_users must be >= 0, or -1 for up to 10 as the data allows")
     need(1 <= cfg["clients_per_round"] <= cfg["num_clients"],
          f"clients_per_round must be in 1..num_clients ({cfg['num_clients']}), got {cfg['clients_per_round']}")
     need(0 <= cfg["eval_clients"] <= cfg["num_clients"],

@@ -96,19 +96,31 @@ def source(cfg: dict[str, Any]) -> ImageSet:
                                                  root=cfg["data_root"] or None, cache_dir=cfg["cache_dir"] or None))
 
 
+AUTO_NEW_USERS = 10  # new_users = -1: up to this many, as the leftover images allow
+
+
 def plans(cfg: dict[str, Any]) -> list[ClientPlan]:
-    """Every client's k-shot plan (indices), the same in every process for the same options."""
+    """Every client's k-shot plan (indices): the ``num_clients`` training clients, then the new users
+    (held out, evaluation only); the same in every process for the same options."""
     key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"], cfg["num_clients"],
-           cfg["classes_per_client"], cfg["shots"], cfg["queries"], data_seed(cfg))
-    return _PLANS.get(key, lambda: kshot_plan(source(cfg), cfg["num_clients"], cfg["classes_per_client"],
-                                              cfg["shots"], cfg["queries"], seed=data_seed(cfg)))
+           cfg["new_users"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], data_seed(cfg))
+    auto = cfg["new_users"] < 0
+    return _PLANS.get(key, lambda: kshot_plan(
+        source(cfg), cfg["num_clients"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], seed=data_seed(cfg),
+        held_out=AUTO_NEW_USERS if auto else cfg["new_users"], held_out_upto=auto))
+
+
+def num_partitions(cfg: dict[str, Any]) -> int:
+    """Training clients + new users (the resolved number when ``new_users = -1``)."""
+    return len(plans(cfg))
 
 
 def client_data(cfg: dict[str, Any], partition_id: int) -> ClientData:
     """Client ``partition_id``'s images, copied out of the data set by its plan."""
     ps = plans(cfg)
     if not 0 <= partition_id < len(ps):
-        raise ValueError(f"partition-id {partition_id} outside 0..{len(ps) - 1} (num_clients = {len(ps)})")
+        raise ValueError(f"partition-id {partition_id} outside 0..{len(ps) - 1} ({cfg['num_clients']} clients + "
+                         f"{len(ps) - cfg['num_clients']} new users)")
     return materialize(source(cfg), ps[partition_id])
 
 

@@ -2,7 +2,8 @@
 
 ``plot_runs`` writes into ``out_dir``::
 
-    accuracy_vs_round.png/.svg   personalized accuracy (%) vs round, global head dashed, and a band
+    accuracy_vs_round.png/.svg   personalized accuracy (%) vs round, new users (held out) dotted, global head
+                                 dashed, and a band
                                  (10th percentile to median, else mean +- std) for up to 6 runs
     accuracy_vs_bytes.png/.svg   personalized accuracy (%) vs cumulative wire bytes (log axis)
     pareto.png/.svg              final accuracy vs total wire bytes, Pareto-optimal runs joined
@@ -172,7 +173,7 @@ def _band(rs: list[RoundRecord]) -> tuple[str, list, list, list] | None:
 
 
 def _accuracy_vs_round(ax, runs: list[RunSummary], colors) -> list:
-    bands, has_global = [], False
+    bands, has_global, has_new = [], False, False
     for s, c in zip(runs, colors):
         rs = s.run.rounds
         x, mean = _series(rs, "round", "acc_mean")
@@ -186,10 +187,16 @@ def _accuracy_vs_round(ax, runs: list[RunSummary], colors) -> list:
         if gx:
             has_global = True
             ax.plot(gx, _pct(g), color=c, lw=1.2, ls="--", alpha=0.9)
+        nx, nu = _series(rs, "round", "new_acc_mean")
+        if nx:
+            has_new = True
+            ax.plot(nx, _pct(nu), color=c, lw=1.4, ls=":", alpha=0.95)
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy (%)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color="0.3", lw=1.6, label="personalized (mean over clients)")]
+    if has_new:
+        handles.append(Line2D([], [], color="0.3", lw=1.4, ls=":", label="new users (never trained)"))
     if has_global:
         handles.append(Line2D([], [], color="0.3", lw=1.2, ls="--", label="global head"))
     handles += [Patch(color="0.3", alpha=0.2, label=kind) for kind in dict.fromkeys(bands)]
@@ -271,7 +278,7 @@ def table_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
         row.update({k: config_value(s.run.config, k) for k in config_cols})
         row.update({
             "rounds": s.rounds,
-            **{k: None if f is None else getattr(f, k) for k in ("acc_mean", "acc_median", "acc_p10")},
+            **{k: None if f is None else getattr(f, k) for k in ("acc_mean", "acc_median", "acc_p10", "new_acc_mean")},
             "global_acc": s.global_acc,
             **s.totals, "bytes_wire": s.total_wire, "seconds": round(s.seconds, 3), "dir": str(s.run.dir),
         })
@@ -296,7 +303,7 @@ def write_tables(runs: list[RunSummary], out_dir: Path) -> list[Path]:
 def _md_cell(col: str, v: Any) -> str:
     if v is None:
         return "–"
-    if col.startswith("acc") or col == "global_acc":
+    if col.startswith("acc") or col in ("global_acc", "new_acc_mean"):
         return pct(v) + "%"
     if col.startswith("bytes"):
         return human_bytes(v)

@@ -25,10 +25,15 @@ class RunSetup:
 
     layout: Layout            # the shared state's layout (names, shapes, dtypes) and its fingerprint
     initial: np.ndarray       # float32 (layout.size,): the initial shared state
-    num_clients: int          # partitions planned
+    num_clients: int          # training clients (partition ids 0 .. num_clients - 1)
+    new_users: int            # held-out clients that only evaluate (ids num_clients .. partitions - 1)
     images: int               # images in the data set
     classes: int              # classes in the data set
     support_per_client: int   # labelled images per client (the FedAvg weight)
+
+    @property
+    def partitions(self) -> int:
+        return self.num_clients + self.new_users
 
 
 def prepare(cfg: dict[str, Any]) -> RunSetup:
@@ -38,7 +43,8 @@ def prepare(cfg: dict[str, Any]) -> RunSetup:
     data = source(cfg)
     ps = plans(cfg)
     layout, flat = initial_state(cfg)
-    return RunSetup(layout=layout, initial=flat, num_clients=len(ps), images=len(data.labels),
+    return RunSetup(layout=layout, initial=flat, num_clients=cfg["num_clients"],
+                    new_users=len(ps) - cfg["num_clients"], images=len(data.labels),
                     classes=data.num_classes, support_per_client=int(len(ps[0].support_y)) if ps else 0)
 
 

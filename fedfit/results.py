@@ -47,7 +47,11 @@ class RoundRecord:
     acc_std: float | None = None
     acc_finetuned_mean: float | None = None  # after local personalization steps, if configured
     global_acc: float | None = None   # head from aggregated class statistics, all classes
-    eval_clients: int = 0
+    eval_clients: int = 0             # training clients evaluated
+    new_acc_mean: float | None = None  # personalized accuracy of new users (held out: never trained)
+    new_acc_median: float | None = None
+    new_acc_p10: float | None = None
+    new_users: int = 0                # new users evaluated
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
     dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta)
     seconds: float = 0.0              # wall-clock seconds of this round
@@ -129,8 +133,9 @@ def _read_lines(path: Path) -> Iterator[RoundRecord]:
 def rounds_markdown(run: Run) -> str:
     """A Markdown table of a run's rounds: accuracy (%), bytes (decimal units), loss, seconds."""
     header = ["round", "clients", "uplink (wire)", "downlink (wire)", "cumulative", "acc mean", "median", "p10",
-              "global acc", "loss", "s"]
+              "new users", "global acc", "loss", "s"]
     rows = [[str(r.round), str(r.clients), human_bytes(r.bytes_up_wire), human_bytes(r.bytes_down_wire),
-             human_bytes(r.cum_bytes_wire), pct(r.acc_mean), pct(r.acc_median), pct(r.acc_p10), pct(r.global_acc),
+             human_bytes(r.cum_bytes_wire), pct(r.acc_mean), pct(r.acc_median), pct(r.acc_p10), pct(r.new_acc_mean),
+             pct(r.global_acc),
              "" if r.train_loss is None else f"{r.train_loss:.3f}", f"{r.seconds:.0f}"] for r in run.rounds]
     return markdown_table(header, rows, "r" * len(header))

@@ -113,6 +113,8 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
         down = [x["bytes_down_wire"] / x["clients"] for x in trained]
         acc = np.array([x["acc_mean"] for x in last if x["acc_mean"] is not None], dtype=float)
         g = [x["global_acc"] for x in last if x.get("global_acc") is not None]
+        new = [x["new_acc_mean"] for x in last if x.get("new_acc_mean") is not None]
+        new0 = [x["new_acc_mean"] for x in first if x.get("new_acc_mean") is not None]
         rows.append({
             "group": key, "seeds": len(runs), "method": runs[0]["cfg"]["method"],
             "strategy": runs[0]["cfg"]["strategy"], "codec_up": runs[0]["cfg"]["codec_up"],
@@ -121,6 +123,7 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
             "acc": float(acc.mean()) if acc.size else None, "acc_std": float(acc.std()) if acc.size > 1 else 0.0,
             "acc_min": float(acc.min()) if acc.size else None, "acc_max": float(acc.max()) if acc.size else None,
             "global_acc": float(np.mean(g)) if g else None,
+            "new_acc0": float(np.mean(new0)) if new0 else None, "new_acc": float(np.mean(new)) if new else None,
             "up_per_client_round": float(np.mean(up)) if up else 0.0,
             "down_per_client_round": float(np.mean(down)) if down else 0.0,
             "total_bytes": float(np.mean([x["cum_bytes_wire"] for x in last])),
@@ -132,9 +135,10 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The ``aggregate`` rows as a Markdown table: accuracies in percent ('n/a' when missing), bytes in
     decimal units, seconds per run."""
-    header = ["run", "seeds", "round 0 acc (%)", "final acc (%)", "± std over seeds", "global acc (%)",
-              "uplink / client-round", "downlink / client-round", "total training bytes", "s / run"]
-    accs = ("acc0", "acc", "acc_std", "global_acc")
+    header = ["run", "seeds", "round 0 acc (%)", "final acc (%)", "± std over seeds", "new users: round 0 (%)",
+              "new users: final (%)", "global acc (%)", "uplink / client-round", "downlink / client-round",
+              "total training bytes", "s / run"]
+    accs = ("acc0", "acc", "acc_std", "new_acc0", "new_acc", "global_acc")
     sizes = ("up_per_client_round", "down_per_client_round", "total_bytes")
     cells = [[str(r["group"]), str(r["seeds"]), *(fmt.pct(r[k], "n/a") for k in accs),
               *(fmt.human_bytes(r[k]) for k in sizes), f"{r['seconds']:.0f}"] for r in rows]

@@ -25,6 +25,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 import wire
+from fedfit import seeding
 from fedfit.config import run_name
 from fedfit.format import human_bytes, pct
 from fedfit.preflight import RunSetup, prepare
@@ -75,7 +76,7 @@ class Federation:
         self.metered = MeteredGrid(grid, self.meter)
         self.grid = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"],
                               self.layout.fingerprint, self.layout.size)
-        self.directory = NodeDirectory(cfg["num_clients"])
+        self.directory = NodeDirectory(self.setup.partitions)
         self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"])
         self.local_only = cfg["method"] == "local-only"
         self.arrays = wire.state_record(self.setup.initial)
@@ -126,7 +127,14 @@ class Federation:
             if isinstance(m.get("train_loss"), float):
                 losses.append(m["train_loss"])
         if replies and not self.local_only:
-            new, _ = self.strategy.aggregate_train(server_round, [for_strategy(r) for r in replies])
+            # Flower's DP wrappers draw their noise from numpy's global generator: seed it from the run's
+            # tree for this round (and put it back), so DP runs are reproducible and resumable too
+            saved = np.random.get_state()
+            np.random.seed(seeding.derive(cfg["seed"], "aggregate", server_round))
+            try:
+                new, _ = self.strategy.aggregate_train(server_round, [for_strategy(r) for r in replies])
+            finally:
+                np.random.set_state(saved)
             if new is not None:
                 try:
                     self.arrays = wire.state_record(wire.aggregated_state(new, self.layout.size))
@@ -135,37 +143,52 @@ class Federation:
         return len(replies), (float(np.mean(losses)) if losses else None)
 
     def evaluate(self, server_round: int, rnd: _Round) -> dict[str, Any]:
+        """Training clients (a seeded sample, ``eval_clients``) and every new user evaluate the global state."""
         cfg = self.cfg
-        nodes = self._nodes(self.sampler.evaluate(server_round, cfg["eval_clients"]), rnd, wire.EVALUATE)
+        n = cfg["num_clients"]
+        partitions = self.sampler.evaluate(server_round, cfg["eval_clients"]) + list(range(n, self.setup.partitions))
+        nodes = self._nodes(partitions, rnd, wire.EVALUATE)
         if not nodes:
             return {"eval_clients": 0}
         global_eval = bool(cfg["global_eval"] and not self.local_only)
-        content = RecordDict({wire.ARRAYS: ArrayRecord() if self.local_only else self.arrays,
-                              wire.CONFIG: ConfigRecord({wire.PHASE: wire.EVALUATE, wire.ROUND: server_round,
-                                                         "global-eval": global_eval})})
-        messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE)
-                    for _, n in sorted(nodes.items())]
+
+        def content(global_stats: bool) -> RecordDict:
+            return RecordDict({wire.ARRAYS: ArrayRecord() if self.local_only else self.arrays,
+                               wire.CONFIG: ConfigRecord({wire.PHASE: wire.EVALUATE, wire.ROUND: server_round,
+                                                          "global-eval": global_stats})})
+
+        trained, held_out = content(global_eval), content(False)
+        messages = [Message(trained if p < n else held_out, dst_node_id=node, message_type=MessageType.EVALUATE)
+                    for p, node in sorted(nodes.items())]
         replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
         failures = self.grid.take_failures()
         rnd.fail(failures)
         self._give_up_if_nothing_works(wire.EVALUATE, len(replies), failures)
         by_node = self.directory.by_node
         replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
-        accs, tuned, stats = [], [], []
+        accs, new, tuned, stats = [], [], [], []
         for r in replies:
             m = dict(r.content[wire.METRICS])
-            rnd.client(int(r.metadata.src_node_id)).update(
+            node = int(r.metadata.src_node_id)
+            rnd.client(node).update(
                 {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m})
+            if by_node[node] >= n:  # a new user: reported apart, and its classes stay out of the global head
+                new.append(float(m["accuracy"]))
+                continue
             accs.append(float(m["accuracy"]))
             if "accuracy_finetuned" in m:
                 tuned.append(float(m["accuracy_finetuned"]))
             if wire.STATS in r.content:
-                stats.append((int(r.metadata.src_node_id), r.content[wire.STATS]))
-        out: dict[str, Any] = {"eval_clients": len(accs)}
+                stats.append((node, r.content[wire.STATS]))
+        out: dict[str, Any] = {"eval_clients": len(accs), "new_users": len(new)}
         if accs:
             a = np.array(accs)
             out.update(acc_mean=float(a.mean()), acc_median=float(np.median(a)), acc_p10=float(np.percentile(a, 10)),
                        acc_std=float(a.std()))
+        if new:
+            a = np.array(new)
+            out.update(new_acc_mean=float(a.mean()), new_acc_median=float(np.median(a)),
+                       new_acc_p10=float(np.percentile(a, 10)))
         if tuned:
             out["acc_finetuned_mean"] = float(np.mean(tuned))
         if global_eval and stats:
@@ -201,11 +224,13 @@ class Federation:
         cfg, layout = self.cfg, self.layout
         run_dir = Path(cfg["out_dir"]) / run_name(cfg)
         writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
-                                     "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint})
+                                     "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint,
+                                     "new_users_resolved": self.setup.new_users})
         self.progress(f"fedfit: {run_name(cfg)}: {cfg['method']} / {cfg['strategy']}"
                       f"{'' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'}, {layout.size:,} "
-                      f"parameters sent ({human_bytes(4 * layout.size)} fp32), {cfg['num_clients']} clients, "
-                      f"{cfg['clients_per_round']} per round, {cfg['rounds']} rounds -> {run_dir}")
+                      f"parameters sent ({human_bytes(4 * layout.size)} fp32), {cfg['num_clients']} clients "
+                      f"+ {self.setup.new_users} new users, {cfg['clients_per_round']} per round, {cfg['rounds']} "
+                      f"rounds -> {run_dir}")
         t_start = time.perf_counter()
         self.directory.discover(self.metered, timeout=cfg["timeout_s"])
         if not self.directory.by_partition:
@@ -244,8 +269,9 @@ class Federation:
                                 first_failure=failures[0] if failures else None,
                                 refused_nodes=[{"node": n, "reason": r} for n, r in self.directory.refused])
         fails = f"; {summary['failures']} client messages failed (first: {failures[0]['reason']})" if failures else ""
+        new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
         self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
-                      f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}), global "
+                      f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}){new}, global "
                       f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
                       f"results in {run_dir}")
         return summary
@@ -279,6 +305,7 @@ def _round_line(r: RoundRecord, rounds: int) -> str:
     loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
     fail = f" | {r.failed} failed" if r.failed else ""
     eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
+    new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
     return (f"round {r.round:>3}/{rounds} | {r.clients} trained, {per}, total {human_bytes(r.cum_bytes_wire)} | "
-            f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients) | "
-            f"global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")
+            f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
+            f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")

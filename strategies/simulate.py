@@ -79,7 +79,7 @@ def simulate(cfg: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
         check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
                         where="the Ray cluster" if cfg["ray_address"] else "this machine")
         run_simulation(server_app=make_server_app(cfg, setup=setup, on_done=summary.update, on_error=errors.append),
-                       client_app=make_client_app(cfg), num_supernodes=cfg["num_clients"],
+                       client_app=make_client_app(cfg), num_supernodes=setup.partitions,
                        backend_config={"client_resources": {"num_cpus": cfg["num_cpus"], "num_gpus": cfg["num_gpus"]},
                                        "init_args": {"logging_level": init["logging_level"]}},
                        verbose_logging=verbose)

@@ -80,7 +80,7 @@ def test_local_only_keeps_its_own_state_and_sends_nothing():
 
 
 def test_a_client_that_raises_replies_with_a_one_line_error():
-    cfg = _cfg()
+    cfg = _cfg(new_users=0)
     from clients.client_app import make_client_app
 
     app = make_client_app(cfg)
@@ -92,7 +92,7 @@ def test_a_client_that_raises_replies_with_a_one_line_error():
     replies = grid.send_and_receive(msgs)
     (f,) = grid.take_failures()
     assert len(replies) == 1 and f.kind == "error" and f.node == inline.nodes[1]
-    assert f.reason == "ValueError: partition-id 9 outside 0..1 (num_clients = 2)"
+    assert f.reason == "ValueError: partition-id 9 outside 0..1 (2 clients + 0 new users)"
 
 
 def test_a_client_refuses_a_server_running_another_model():

@@ -82,4 +82,4 @@ def test_class_sums_and_global_nearest_mean():
 
 def test_bad_partition_id_is_a_clear_error():
     with pytest.raises(ValueError, match="partition-id 9"):
-        ClientWork(_cfg(), 9)
+        ClientWork(_cfg(new_users=0), 9)

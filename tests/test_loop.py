@@ -32,7 +32,9 @@ def _cfg(tmp_path, **over):
 def _run(cfg, node_seed=None, hook=None):
     from clients.client_app import make_client_app
 
-    grid = InlineGrid(make_client_app(cfg), cfg["num_clients"], node_seed=node_seed, hook=hook)
+    from fedfit.federated import num_partitions
+
+    grid = InlineGrid(make_client_app(cfg), num_partitions(cfg), node_seed=node_seed, hook=hook)
     return run_federation(grid, cfg, progress=lambda s: None), grid
 
 
@@ -57,7 +59,8 @@ def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
     _run(b, node_seed=2)  # other node ids, other node order
     ra, rb = _rounds(a), _rounds(b)
     assert _timeless(ra) == _timeless(rb)
-    assert ra[1]["trained"] == rb[1]["trained"] and set(ra[1]["per_client"]) <= {"0", "1", "2", "3"}
+    assert ra[1]["trained"] == rb[1]["trained"] and set(ra[1]["per_client"]) == {str(p) for p in range(14)}
+    assert ra[1]["new_users"] == 10 and ra[1]["new_acc_mean"] is not None  # digits leaves room for 10 new users
     assert all(abs(x[k] - y[k]) <= 16 for x, y in zip(ra, rb) for k in x if k.endswith("_wire"))
     c = {**a, "name": "c", "seed": 1}
     _run(c, node_seed=1)

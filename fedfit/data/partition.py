@@ -55,19 +55,23 @@ def _max_clients(cap: np.ndarray, classes_per_client: int) -> int:
 
 
 def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
-               seed: int, history: int = 0) -> list[ClientPlan]:
-    """Plans for ``partition_kshot`` (same arguments)."""
+               seed: int, history: int = 0, held_out: int = 0, held_out_upto: bool = False) -> list[ClientPlan]:
+    """Plans for ``partition_kshot`` (same arguments). ``held_out`` more clients (ids num_clients ..
+    num_clients + held_out - 1: new users that never train) are planned AFTER the others, from the images
+    left over, so the first ``num_clients`` plans are the same whatever ``held_out`` is; with
+    ``held_out_upto`` as many as the leftover images allow, at most ``held_out`` (else DataError)."""
     _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
-    _require(0, queries=queries, history=history)
+    _require(0, queries=queries, history=history, held_out=held_out)
     need = shots + queries + history
     labels = np.asarray(data.labels)
     cap = data.counts() // need  # disjoint (shots + queries + history)-image slots per class
+    what = (f"{classes_per_client} classes x ({shots} shots + {queries} queries"
+            f"{f' + {history} history' if history else ''})")
     if _max_clients(cap, classes_per_client) < num_clients:
         most_clients = _max_clients(cap, classes_per_client)
         most_classes = int(np.minimum(cap, num_clients).sum()) // num_clients
         raise DataError(
-            f"{data.name}: cannot make {num_clients} clients x {classes_per_client} classes x ({shots} shots + "
-            f"{queries} queries{f' + {history} history' if history else ''}) with no image used twice: "
+            f"{data.name}: cannot make {num_clients} clients x {what} with no image used twice: "
             f"{int((cap > 0).sum())} of {data.num_classes} classes have >= {need} images; at most {most_clients} "
             f"clients of {classes_per_client} classes, or {num_clients} clients of at most {most_classes} "
             f"classes, or fewer shots/queries{'/history' if history else ''}")
@@ -75,9 +79,26 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
     order = np.lexsort((rng.random(len(labels)), labels))  # grouped by class, random within a class
     start = np.concatenate([[0], np.cumsum(data.counts())])
     rem = cap.copy()
+    plans = _assign(num_clients, 0, rem, cap, order, start, rng, classes_per_client, shots, queries, need)
+    if held_out > 0:
+        most = _max_clients(rem, classes_per_client)
+        held_out = min(held_out, most) if held_out_upto else held_out
+        if most < held_out:
+            raise DataError(f"{data.name}: after {num_clients} clients, the images left give at most {most} new "
+                            f"users x {what}, not {held_out}: use new_users <= {most} or fewer clients")
+        plans += _assign(held_out, num_clients, rem, cap, order, start, rng, classes_per_client, shots, queries,
+                         need)
+    return plans
+
+
+def _assign(n: int, first_id: int, rem: np.ndarray, cap: np.ndarray, order: np.ndarray, start: np.ndarray,
+            rng: np.random.Generator, classes_per_client: int, shots: int, queries: int,
+            need: int) -> list[ClientPlan]:
+    """``n`` clients (ids from ``first_id``) of distinct classes from the free slots ``rem`` (updated in
+    place); greedy, but always leaving the remaining clients a feasible choice."""
     plans = []
-    for cid in range(num_clients):
-        k = num_clients - cid  # clients still to serve, this one included
+    for i in range(n):
+        k = n - i  # clients still to serve, this one included
         big = np.flatnonzero(rem >= k)
         slack = int(np.minimum(rem, k).sum()) - k * classes_per_client
         forced = max(0, len(big) - slack)  # must take this many "big" classes to stay feasible
@@ -89,7 +110,7 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
         blocks = [order[start[c] + s * need: start[c] + (s + 1) * need] for c, s in zip(chosen, slot)]
         local = np.arange(classes_per_client, dtype=np.int64)
         plans.append(ClientPlan(
-            client_id=cid, classes=chosen.astype(np.int64),
+            client_id=first_id + i, classes=chosen.astype(np.int64),
             support_idx=np.concatenate([b[:shots] for b in blocks]), support_y=np.repeat(local, shots),
             query_idx=np.concatenate([b[shots:shots + queries] for b in blocks]).astype(np.int64),
             query_y=np.repeat(local, queries),
