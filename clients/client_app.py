@@ -9,26 +9,28 @@ Handlers see decoded float32 states (``clients.mods.make_codec_mod`` does the co
   the global head); evaluate ("global"): query images scored against every client's class means.
 
 Node config: ``partition-id`` (simulation sets it; a SuperNode gets it with ``--node-config``) and,
-on a real SuperNode, optionally ``dataset`` / ``data-root`` / ``cache-dir`` for its own disk.
-Client state kept across rounds in ``context.state``: the local adapter (``local-only``) and the
-top-k error-feedback residual (``clients.mods``).
+on a real SuperNode, optionally ``dataset`` / ``data-root`` / ``cache-dir`` for its own disk and
+``state-dir`` for its state file. Client state kept across rounds (the local adapter of ``local-only``,
+the top-k error-feedback residual) lives in a ``fedfit.client_state`` store: the run directory's
+``clients.sqlite`` in simulation (so a checkpoint covers it), ``<state-dir>/<run>.sqlite`` on a SuperNode.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import wire
-from clients.mods import dp_clip_mod, error_mod, make_codec_mod
+from clients.mods import dp_clip_mod, error_mod, make_codec_mod, make_fault_mod, make_poison_mod
+from clients.state import LOCAL, client_store
+from fedfit.client_state import EVALUATE, TRAIN, version
 from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
 
 _WORK: dict[tuple, ClientWork] = {}
 _WORK_MAX = 4  # ClientWork objects hold one client's images; the model itself is shared per process
-LOCAL = "fedfit-local"  # context.state record of a local-only client's own state
 
 
 def run_config(context: Context, bound: dict[str, Any] | None) -> dict[str, Any]:
@@ -61,22 +63,25 @@ def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
     return _WORK[key]
 
 
-def _start_state(work: ClientWork, msg: Message, context: Context) -> np.ndarray:
+def _start_state(work: ClientWork, msg: Message, context: Context, phase: int) -> np.ndarray:
     """The state to start from: the received global, or this client's own for ``local-only``."""
     conf = wire.config_of(msg)
     if int(conf.get(wire.LAYOUT, -1)) != work.fingerprint:
         raise ValueError(f"state layout fingerprint {conf.get(wire.LAYOUT)} differs from this client's "
                          f"{work.fingerprint}: the server runs another model (backbone, adapter or head)")
     if work.cfg["method"] == "local-only":
-        if LOCAL in context.state:
-            return context.state[LOCAL]["state"].numpy()
-        return initial_state(work.cfg)[1]
+        own = client_store(work.cfg, context).get(work.pid, LOCAL, version(int(conf.get(wire.ROUND, 0)), phase))
+        return own if own is not None else initial_state(work.cfg)[1]
     return wire.state_of(msg.content[wire.ARRAYS], work.layout.size)
 
 
-def make_client_app(cfg: dict[str, Any] | None = None) -> ClientApp:
-    """A ClientApp bound to ``cfg`` (``fedfit simulate``), or reading the run config when None."""
-    app = ClientApp(mods=[error_mod, make_codec_mod(lambda context: run_config(context, cfg))])
+def make_client_app(cfg: dict[str, Any] | None = None, mods: tuple = ()) -> ClientApp:
+    """A ClientApp bound to ``cfg`` (``fedfit simulate``), or reading the run config when None; ``mods``
+    go right inside ``error_mod`` (a mod that raises makes an error reply like the handler would)."""
+    def options(context: Context) -> dict[str, Any]:
+        return run_config(context, cfg)
+
+    app = ClientApp(mods=[error_mod, *mods, make_fault_mod(options), make_poison_mod(options), make_codec_mod(options)])
 
     @app.query()
     def hello(msg: Message, context: Context) -> Message:
@@ -87,11 +92,12 @@ def make_client_app(cfg: dict[str, Any] | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         work = _work(context, cfg)
         conf = wire.config_of(msg)
-        start = _start_state(work, msg, context)
-        new, metrics = work.train(start, int(conf.get(wire.ROUND, 1)), prox_mu=float(conf.get("proximal-mu", 0.0)))
+        server_round = int(conf.get(wire.ROUND, 1))
+        start = _start_state(work, msg, context, TRAIN)
+        new, metrics = work.train(start, server_round, prox_mu=float(conf.get("proximal-mu", 0.0)))
         metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
         if work.cfg["method"] == "local-only":
-            context.state[LOCAL] = ArrayRecord({"state": Array(new)})
+            client_store(work.cfg, context).put(work.pid, LOCAL, version(server_round, TRAIN), new)
             arrays = ArrayRecord()
         else:
             arrays = wire.state_record(new)
@@ -101,7 +107,7 @@ def make_client_app(cfg: dict[str, Any] | None = None) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         work = _work(context, cfg)
         conf = wire.config_of(msg)
-        state = _start_state(work, msg, context)
+        state = _start_state(work, msg, context, EVALUATE)
         if conf.get(wire.PHASE) == wire.GLOBAL:
             means = msg.content[wire.MEANS]
             correct, seen = work.global_correct(state, means["class_ids"].numpy(), means["means"].numpy())

@@ -2,34 +2,93 @@
 
 * ``error_mod``: any exception becomes an error reply with a one-line reason ("ValueError: ..."):
   the server counts it and goes on; Flower logs no traceback per client.
+* ``fault_mod`` (``make_fault_mod``): simulated dropouts (an error reply marked ``wire.INJECTED``) and
+  stragglers (a sleep), seeded (``fedfit.faults``); training messages only.
+* ``poison_mod`` (``make_poison_mod``): a hostile client (``fedfit.faults.hostile_clients``) replaces
+  its update on the wire: it decodes its own encoded reply, poisons the update and encodes it again
+  (``nan``: writes non-finite values into the encoded arrays, which no codec would encode).
 * ``codec_mod`` (``make_codec_mod``): the client half of the codec layer. It decodes the received
   "arrays" record with ``codec_down`` into the float32 "state" the handler reads, and encodes the
   handler's new state with ``codec_up`` - as the update ``new - received`` when ``delta`` is on,
-  through error feedback for top-k (its residual stays in the client's ``context.state``).
+  through error feedback for top-k (its residual stays in the client's state file, ``clients.state``).
 * ``dp_clip_mod``: Flower's ``fixedclipping_mod`` (client-side DP clipping of ``new - received``),
   applied only when the server's DP wrapper asked for it (its clipping-norm key in the config).
   It sits inside the codec layer, so it sees decoded float32 states as it requires.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM  # what Flower's DP wrappers send
 
 import wire
+from clients.state import RESIDUAL, client_store
+from fedfit import faults
+from fedfit.client_state import TRAIN, version
 from fedfit.codecs import create_codec
 from fedfit.error_feedback import ErrorFeedback
 
-RESIDUAL = "fedfit-ef"  # context.state record holding the top-k error-feedback residual
 
 
 def error_reply(msg: Message, reason: str, code: int = ErrorCode.CLIENT_APP_RAISED_EXCEPTION) -> Message:
     return Message(Error(code=code, reason=reason[:2000]), reply_to=msg)
+
+
+def _round_and_partition(msg: Message, context: Context) -> tuple[int, int]:
+    return int(wire.config_of(msg).get(wire.ROUND, 0)), int(context.node_config.get(wire.PARTITION, -1))
+
+
+def make_fault_mod(config_of: Callable[[Context], dict[str, Any]]):
+    """Simulated dropouts and stragglers of the run whose options ``config_of(context)`` returns."""
+    def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        cfg = config_of(context)
+        server_round, pid = _round_and_partition(msg, context)
+        drop, delay = faults.fault_draw(cfg, server_round, pid)
+        if drop:
+            return error_reply(msg, f"simulated dropout (dropout = {cfg['dropout']:g})", wire.INJECTED)
+        if delay > 0:
+            time.sleep(delay)
+        return call_next(msg, context)
+
+    return fault_mod
+
+
+def make_poison_mod(config_of: Callable[[Context], dict[str, Any]]):
+    """Hostile clients' updates replaced on the wire (see module docstring)."""
+    def poison_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        cfg = config_of(context)
+        server_round, pid = _round_and_partition(msg, context) if msg.has_content() else (0, -1)
+        if msg.metadata.message_type != MessageType.TRAIN or pid not in faults.hostile_clients(cfg):
+            return call_next(msg, context)
+        received = msg.content.get(wire.ARRAYS)
+        n = int(wire.config_of(msg).get(wire.STATE_SIZE, -1))
+        start = (wire.decode_record(create_codec(cfg["codec_down"]), received, n)
+                 if isinstance(received, ArrayRecord) and len(received) and n >= 0 else None)
+        reply = call_next(msg, context)
+        out = reply.content.get(wire.ARRAYS) if not reply.has_error() else None
+        if not isinstance(out, ArrayRecord) or not len(out) or start is None:
+            return reply
+        if cfg["poison"] == "nan":
+            reply.content[wire.ARRAYS] = wire.arrays_record(
+                {k: np.full(a.shape, np.nan, a.dtype) if a.dtype.kind == "f" else a
+                 for k, a in ((k, v.numpy()) for k, v in out.items())})
+            return reply
+        codec = create_codec(cfg["codec_up"])
+        sent = wire.decode_record(codec, out, n)
+        update = sent if cfg["delta"] else sent - start
+        bad = faults.poisoned_update(cfg, update, server_round, pid)
+        reply.content[wire.ARRAYS] = wire.encode_record(codec, bad if cfg["delta"] else start + bad)
+        return reply
+
+    return poison_mod
 
 
 def error_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -64,19 +123,22 @@ def make_codec_mod(config_of: Callable[[Context], dict[str, Any]]):
                 vec = new - received
             else:
                 vec = new
-            reply.content[wire.ARRAYS] = _encode_up(cfg, context, vec.astype(np.float32))
+            reply.content[wire.ARRAYS] = _encode_up(cfg, context, msg, vec.astype(np.float32))
         return reply
 
     return codec_mod
 
 
-def _encode_up(cfg: dict[str, Any], context: Context, vec: np.ndarray) -> ArrayRecord:
+def _encode_up(cfg: dict[str, Any], context: Context, msg: Message, vec: np.ndarray) -> ArrayRecord:
     codec = create_codec(cfg["codec_up"])
     if cfg["error_feedback"] and codec.name == "topk":
-        res = context.state[RESIDUAL]["residual"].numpy() if RESIDUAL in context.state else None
+        store = client_store(cfg, context)
+        pid = int(context.node_config.get(wire.PARTITION, -1))
+        at = version(int(wire.config_of(msg).get(wire.ROUND, 0)), TRAIN)
+        res = store.get(pid, RESIDUAL, at)
         ef = ErrorFeedback(codec, residual=res if res is not None and res.shape == vec.shape else None)
         enc = ef.encode(vec)
-        context.state[RESIDUAL] = ArrayRecord({"residual": Array(ef.residual)})
+        store.put(pid, RESIDUAL, at, ef.residual)
         return wire.arrays_record(enc)
     return wire.encode_record(codec, vec)
 

@@ -59,9 +59,12 @@ def _simulate(args: argparse.Namespace) -> int:
     from strategies.loop import FederationError
     from strategies.simulate import simulate
 
-    cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        cfg = resume_config(args.resume, args.config, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
     try:
-        summary = simulate(cfg, verbose=args.verbose)
+        summary = simulate(cfg, verbose=args.verbose, resume=bool(args.resume), overwrite=args.overwrite)
     except FederationError as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 4
@@ -76,6 +79,25 @@ def _simulate(args: argparse.Namespace) -> int:
               f"{summary['run_dir']}/rounds.jsonl", file=sys.stderr)
         return 3
     return 0
+
+
+def resume_config(run_dir: str, config: str | None, overrides: list[str]) -> dict:
+    """The options a run was started with (its config.json), for ``--resume``; changing them is refused."""
+    import json
+    from pathlib import Path
+
+    from fedfit.config import ConfigError, defaults, load_config
+
+    d = Path(run_dir)
+    if config or overrides:
+        raise ConfigError("--resume continues a run with its own options (config.json): drop --config and key=value")
+    try:
+        saved = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{d} is not a fedfit run directory (config.json: {e})") from None
+    known = defaults()
+    cfg = load_config(overrides={k: v for k, v in saved.items() if k in known})
+    return {**cfg, "out_dir": str(d.resolve().parent), "name": d.resolve().name}
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -253,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=20 shots=10")
     s.add_argument("--plot", action="store_true", help="write the run's figures when it ends")
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    s.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue this run after its last complete round (its own options)")
+    s.add_argument("--overwrite", action="store_true", help="start the run again over existing results")
     s.set_defaults(fn=_simulate)
 
     sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots")
@@ -321,10 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     from fedfit.config import ConfigError
     from fedfit.data import DataError
     from fedfit.preflight import ResourceError
+    from fedfit.results import RunExistsError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, BackboneError, ResourceError, FileNotFoundError) as e:
+    except (ConfigError, DataError, BackboneError, ResourceError, RunExistsError, FileNotFoundError) as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -163,6 +163,14 @@ def validate(cfg: dict[str, Any]) -> None:
     need(not (cfg["codec_up"].startswith("topk") and not cfg["delta"]),
          "codec_up = top-k sparsifies updates: set delta = true (a sparse copy of the whole state is useless)")
     need(not cfg["codec_down"].startswith("topk"), "codec_down cannot be top-k: clients need the whole state")
+    need(0 <= cfg["dropout"] <= 1 and 0 <= cfg["straggler"] <= 1, "dropout and straggler are probabilities in [0, 1]")
+    need(cfg["straggler_delay_s"] >= 0, "straggler_delay_s must be >= 0 seconds")
+    need(0 <= cfg["poison_fraction"] <= 1, "poison_fraction must be in [0, 1]")
+    from fedfit.faults import ATTACKS
+
+    choose("poison", list(ATTACKS))
+    need(cfg["poison_scale"] > 0, "poison_scale must be > 0")
+    choose("engine", ["ray", "flower", "inline"])
     choose("dp", DP_MODES)
     if cfg["dp"] != "none":
         need(cfg["method"] != "local-only", "dp needs an aggregated method: local-only sends nothing to protect")

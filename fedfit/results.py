@@ -6,18 +6,23 @@ Layout of a run directory::
     RUN/rounds.jsonl     one ``RoundRecord`` per line, round 0 = the initial state (no training)
     RUN/final_state.npz  the final global adapter arrays (name -> float32 array)
     RUN/summary.json     the last record plus totals, written when the run ends
+    RUN/checkpoint.pkl   the server's state after the last complete round (``strategies.checkpoint``)
+    RUN/clients.sqlite   clients' own state across rounds, versioned (``fedfit.client_state``)
 
 Byte fields are bytes; ``*_wire`` is the size of the serialized Flower messages, ``*_payload`` the
 sum of ``nbytes`` of the arrays they carry. Accuracies are fractions in [0, 1].
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from fedfit import atomic
 
 from fedfit.format import human_bytes, markdown_table, pct
 
@@ -71,29 +76,63 @@ class RoundRecord:
         return cls(**{k: v for k, v in d.items() if k in known and k != "extra"}, extra=extra)
 
 
-class RunWriter:
-    """Appends round records to ``RUN/rounds.jsonl`` as they happen (flushed per line)."""
+class RunExistsError(RuntimeError):
+    """A run directory already holds results and neither resume nor overwrite was asked for."""
 
-    def __init__(self, run_dir: str | Path, config: dict[str, Any]):
+
+def holds_results(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds results of a run (round lines or a summary)."""
+    d = Path(run_dir)
+    rounds = d / "rounds.jsonl"
+    return (d / "summary.json").is_file() or (rounds.is_file() and rounds.stat().st_size > 0)
+
+
+def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a run over existing results (RunExistsError naming ``--resume`` / ``--overwrite``)."""
+    if holds_results(run_dir) and not resume and not overwrite:
+        raise RunExistsError(f"{run_dir} already holds results: continue it with --resume {run_dir}, or start it "
+                             f"again with --overwrite (or choose another name=)")
+
+
+class RunWriter:
+    """Writes ``RUN/``: config.json once, one round line at a time (appended and fsynced), the final
+    state and summary at the end (atomically). ``resume_after=R`` keeps the lines of rounds <= R (a
+    line torn by a kill is dropped) and appends after them; ``overwrite`` clears the folder first."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any], resume_after: int | None = None,
+                 overwrite: bool = False):
         self.dir = Path(run_dir)
+        if overwrite and self.dir.is_dir():
+            for f in self.dir.iterdir():
+                if f.is_file() or f.is_symlink():
+                    f.unlink()
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         self._rounds = self.dir / "rounds.jsonl"
-        self._rounds.write_text("")
         self.records: list[RoundRecord] = []
+        if resume_after is None:
+            atomic.write_text(self.dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
+            atomic.write_text(self._rounds, "")
+            for stale in ("summary.json", "final_state.npz", "checkpoint.pkl", "clients.sqlite", "clients.sqlite-wal",
+                          "clients.sqlite-shm"):
+                (self.dir / stale).unlink(missing_ok=True)
+        else:
+            self.records = [r for r in _read_lines(self._rounds, tolerate_torn_tail=True) if r.round <= resume_after]
+            atomic.write_text(self._rounds, "".join(r.to_json() + "\n" for r in self.records))
+            (self.dir / "summary.json").unlink(missing_ok=True)
 
     def write(self, record: RoundRecord) -> None:
         self.records.append(record)
-        with self._rounds.open("a") as f:
-            f.write(record.to_json() + "\n")
+        atomic.append_line(self._rounds, record.to_json())
 
     def save_state(self, arrays: dict[str, np.ndarray]) -> None:
-        np.savez(self.dir / "final_state.npz", **arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic.write_bytes(self.dir / "final_state.npz", buf.getvalue())
 
     def finish(self, **totals: Any) -> dict[str, Any]:
         last = asdict(self.records[-1]) if self.records else {}
         summary = {"last_round": last, **totals}
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        atomic.write_text(self.dir / "summary.json", json.dumps(summary, indent=2, default=str))
         return summary
 
 
@@ -120,8 +159,16 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(d, config, list(_read_lines(rounds_path)))
 
 
-def _read_lines(path: Path) -> Iterator[RoundRecord]:
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+def _read_lines(path: Path, tolerate_torn_tail: bool = False) -> Iterator[RoundRecord]:
+    """Round records of ``path``; with ``tolerate_torn_tail`` an unterminated last line (a kill in the
+    middle of an append) is dropped instead of being an error."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    lines = text.splitlines()
+    if tolerate_torn_tail and lines and not text.endswith("\n"):
+        lines = lines[:-1]
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -26,7 +26,8 @@ from fedfit.codecs import create_codec
 
 @dataclass
 class Failure:
-    """One client message that produced nothing usable. kind: error | rejected | timeout."""
+    """One client message that produced nothing usable. kind: error | rejected | timeout | dropout
+    (a simulated fault, ``wire.INJECTED``)."""
 
     node: int
     phase: str
@@ -118,7 +119,8 @@ class CodecGrid:
             answered.add(node)
             phase = phases[node]
             if r.has_error():
-                self._failures.append(Failure(node, phase, "error", r.error.reason or f"error code {r.error.code}"))
+                kind = "dropout" if r.error.code == wire.INJECTED else "error"
+                self._failures.append(Failure(node, phase, kind, r.error.reason or f"error code {r.error.code}"))
                 continue
             try:
                 valid.append(self._check(r, phase, sent.get(node)))

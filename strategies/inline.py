@@ -29,6 +29,10 @@ class InlineGrid:
                  run_config: dict[str, Any] | None = None, node_seed: int | None = None,
                  hook: Callable[[int, Message], Message | None] | None = None,
                  delay: Callable[[int, Message], float] | None = None):
+        from flwr.supercore.task_identity import TaskIdentity
+
+        if not getattr(TaskIdentity, "_run_id", None):  # what a Flower process sets before messages exist
+            TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
         rng = random.Random(node_seed)
         self.app, self.hook, self.delay = client_app, hook, delay
         configs = node_configs or [{"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)]

@@ -14,6 +14,9 @@ against class means aggregated from all of them (global accuracy, all classes, n
 Failed client messages (errors, timeouts, absent nodes, rejected replies) are recorded with their
 reasons and the round goes on with the rest; a run in which no client can train (or evaluate) at
 all stops with ``FederationError`` naming the first client error.
+
+After every round's results line the server writes its checkpoint (``strategies.checkpoint``);
+``resume=True`` continues after the last complete round and ends exactly as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -25,12 +28,12 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 import wire
-from fedfit import seeding
+from fedfit import faults, seeding
 from fedfit.config import run_name
 from fedfit.format import human_bytes, pct
 from fedfit.preflight import RunSetup, prepare
-from fedfit.results import RoundRecord, RunWriter
-from strategies import create_strategy, dp
+from fedfit.results import RoundRecord, RunWriter, check_run_dir
+from strategies import checkpoint, create_strategy, dp
 from strategies.codec_layer import CodecGrid, Failure, for_strategy
 from strategies.metering import Meter, MeteredGrid, Transfer, total
 from strategies.nodes import NodeDirectory
@@ -67,8 +70,10 @@ class Federation:
     """One run's server side over ``grid``; ``run()`` returns the summary."""
 
     def __init__(self, grid, cfg: dict[str, Any], setup: RunSetup | None = None,
-                 progress: Callable[[str], None] = print):
-        self.cfg, self.progress = cfg, progress
+                 progress: Callable[[str], None] = print, resume: bool = False, overwrite: bool = False):
+        self.cfg, self.progress, self.resume, self.overwrite = cfg, progress, resume, overwrite
+        self.run_dir = Path(cfg["out_dir"]) / run_name(cfg)
+        check_run_dir(self.run_dir, resume, overwrite)
         self.setup = setup or prepare(cfg)
         self.layout = self.setup.layout
         self.strategy = create_strategy(cfg)
@@ -220,25 +225,45 @@ class Federation:
         return correct / seen if seen else None
 
     # --- the run --------------------------------------------------------------------------------
+    def _restore(self) -> int | None:
+        """Load the checkpoint (resume): the last complete round, or None to start from round 0."""
+        ck = checkpoint.load(self.run_dir) if self.resume else None
+        if ck is None:
+            return None
+        if ck.get("fingerprint") != self.layout.fingerprint:
+            raise FederationError(f"{self.run_dir}: the checkpoint is of another model layout; start again "
+                                  f"with --overwrite")
+        self.arrays = wire.state_record(ck["state"])
+        self.strategy = ck["strategy"]
+        self.ever = ck["ever"]
+        self._cum = ck["cum"]
+        return int(ck["round"])
+
     def run(self) -> dict[str, Any]:
-        cfg, layout = self.cfg, self.layout
-        run_dir = Path(cfg["out_dir"]) / run_name(cfg)
+        cfg, layout, run_dir = self.cfg, self.layout, self.run_dir
+        done = self._restore()
         writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
                                      "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint,
-                                     "new_users_resolved": self.setup.new_users})
+                                     "new_users_resolved": self.setup.new_users,
+                                     "hostile_clients": faults.hostile_clients(cfg)},
+                           resume_after=done, overwrite=self.overwrite and done is None)
+        first = 0 if done is None else done + 1
         self.progress(f"fedfit: {run_name(cfg)}: {cfg['method']} / {cfg['strategy']}"
                       f"{'' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'}, {layout.size:,} "
                       f"parameters sent ({human_bytes(4 * layout.size)} fp32), {cfg['num_clients']} clients "
                       f"+ {self.setup.new_users} new users, {cfg['clients_per_round']} per round, {cfg['rounds']} "
-                      f"rounds -> {run_dir}")
+                      f"rounds -> {run_dir}" + (f" (resumed after round {done})" if done is not None else ""))
         t_start = time.perf_counter()
         self.directory.discover(self.metered, timeout=cfg["timeout_s"])
         if not self.directory.by_partition:
             reasons = "; ".join(r for _, r in self.directory.refused[:3]) or "no node connected"
             raise FederationError(f"no node answered with a partition-id within timeout_s = {cfg['timeout_s']:g} s "
                                   f"({reasons})")
-        cum_down = cum_up = 0
-        for server_round in range(cfg["rounds"] + 1):
+        resume_setup = 0
+        if done is not None:  # the hello of a resumed run is the resume's cost, not its next round's
+            resume_setup = sum(t.wire for t in self.meter.take())
+        cum_down, cum_up = getattr(self, "_cum", (0, 0))
+        for server_round in range(first, cfg["rounds"] + 1):
             t0 = time.perf_counter()
             self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
             rnd = _Round(self.directory)
@@ -256,19 +281,23 @@ class Federation:
                 round=server_round, clients=clients, **b, cum_bytes_down_wire=cum_down, cum_bytes_up_wire=cum_up,
                 cum_bytes_wire=cum_down + cum_up, train_loss=loss,
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
-                failed=sum(f["kind"] in ("error", "timeout", "absent", "rejected") for f in rnd.failures),
+                failed=sum(f["kind"] in COUNTED for f in rnd.failures),
                 dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
                 per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures, **ev)
             writer.write(rec)
+            checkpoint.save(run_dir, server_round, wire.state_of(self.arrays), self.strategy,
+                            fingerprint=layout.fingerprint, ever=dict(self.ever), cum=(cum_down, cum_up))
             self.progress(_round_line(rec, cfg["rounds"]))
         writer.save_state(layout.unpack(wire.state_of(self.arrays), copy=True))
         failures = [f for r in writer.records for f in r.failures]
         last = writer.records[-1]
+        counted = [f for f in failures if f["kind"] in COUNTED]
         summary = writer.finish(total_seconds=time.perf_counter() - t_start, run_dir=str(run_dir),
-                                failures=len([f for f in failures if f["kind"] != "skipped"]),
-                                first_failure=failures[0] if failures else None,
+                                failures=len(counted), first_failure=counted[0] if counted else None,
+                                injected=len(failures) - len(counted), resumed_after=done,
+                                resume_setup_bytes_wire=resume_setup,
                                 refused_nodes=[{"node": n, "reason": r} for n, r in self.directory.refused])
-        fails = f"; {summary['failures']} client messages failed (first: {failures[0]['reason']})" if failures else ""
+        fails = f"; {summary['failures']} client messages failed (first: {counted[0]['reason']})" if counted else ""
         new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
         self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
                       f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}){new}, global "
@@ -277,10 +306,14 @@ class Federation:
         return summary
 
 
+COUNTED = ("error", "timeout", "absent", "rejected")  # failures that make a finished run exit 3 (not injected ones)
+
+
 def run_federation(grid, cfg: dict[str, Any], progress: Callable[[str], None] = print,
-                   setup: RunSetup | None = None) -> dict[str, Any]:
-    """Run ``cfg['rounds']`` rounds on ``grid``; write the run directory; return the summary."""
-    return Federation(grid, cfg, setup=setup, progress=progress).run()
+                   setup: RunSetup | None = None, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run ``cfg['rounds']`` rounds on ``grid`` (after the checkpoint's round with ``resume``); write the
+    run directory; return the summary."""
+    return Federation(grid, cfg, setup=setup, progress=progress, resume=resume, overwrite=overwrite).run()
 
 
 def _bytes(transfers: list[Transfer]) -> dict[str, int]:

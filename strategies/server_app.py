@@ -28,7 +28,8 @@ def config_from_context(context: Context) -> dict[str, Any]:
 
 def make_server_app(cfg: dict[str, Any] | None = None, setup: RunSetup | None = None,
                     on_done: Callable[[dict[str, Any]], None] | None = None,
-                    on_error: Callable[[BaseException], None] | None = None) -> ServerApp:
+                    on_error: Callable[[BaseException], None] | None = None, resume: bool = False,
+                    overwrite: bool = False) -> ServerApp:
     """A ServerApp running ``cfg`` (or the run config when None). ``on_done`` receives the summary;
     with ``on_error`` an exception of the run is handed over instead of raised into Flower (which
     would print its traceback)."""
@@ -37,7 +38,8 @@ def make_server_app(cfg: dict[str, Any] | None = None, setup: RunSetup | None = 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            summary = run_federation(grid, cfg if cfg is not None else config_from_context(context), setup=setup)
+            summary = run_federation(grid, cfg if cfg is not None else config_from_context(context), setup=setup,
+                                     resume=resume, overwrite=overwrite)
         except Exception as e:
             if on_error is None:
                 raise

@@ -1,16 +1,21 @@
-"""Run a config on Flower's simulation engine (Ray): ``simulate(cfg)``.
+"""Run a config in simulation: ``simulate(cfg)``, on one of three engines (``engine``):
+
+* ``ray`` (default): fedfit's pool of long-lived Ray actors running the ClientApp (``strategies.pool``);
+* ``flower``: Flower's own simulation engine (``run_simulation``), what ``flwr run`` uses;
+* ``inline``: every client in this process, one after another (``strategies.inline``).
 
 Everything that can be checked is checked before Ray starts, each failing with one line: the
 strategy and its options, the data source and the partition plan, the backbone and its weights,
 and one client's resources against the machine (or, with ``ray_address``, the cluster: checked right
-after joining it, before any client starts). Each virtual client is a Ray actor with ``num_cpus`` and
-``num_gpus`` (fractional allowed); an actor given a GPU picks CUDA (``device = auto``). Every Ray
-process started here is stopped when the run ends, also on errors.
+after joining it, before any client starts). Each Ray actor gets ``num_cpus`` and ``num_gpus``
+(fractional allowed); an actor given a GPU picks CUDA (``device = auto``), the others see no GPU.
+Every Ray process started here is stopped when the run ends, also on errors.
 """
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,67 +30,100 @@ def _quiet(verbose: bool) -> None:
     # its errors (a lost actor) stay visible. Client exceptions become error replies (clients.mods).
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray hides GPUs from actors asked for none (its current default; fedfit's own actors also empty
+    # CUDA_VISIBLE_DEVICES themselves); its FutureWarning about changing that default is noise here.
+    warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     # Ray starts its workers at niceness 15: any other busy process (the ServerApp thread metering
     # messages, a second job) then starves the client actors - measured 20x slower here. Level them.
     os.environ.setdefault("RAY_worker_niceness", "0")
 
 
-def preflight(cfg: dict[str, Any]):
+def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False):
     """All checks that need no Ray; returns the server's ``RunSetup``. Raises ConfigError, DataError,
-    BackboneError or ResourceError (one line each)."""
+    BackboneError, ResourceError or RunExistsError (one line each)."""
     import torch
 
-    from fedfit.config import ConfigError
+    from fedfit.config import ConfigError, run_name
+    from fedfit.results import check_run_dir
     from strategies import check_options
 
     try:
         check_options(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if not cfg["ray_address"]:
+    check_run_dir(Path(cfg["out_dir"]) / run_name(cfg), resume, overwrite)
+    if not cfg["ray_address"] and cfg["engine"] == "ray":
         check_resources(cfg, float(os.cpu_count() or 1), float(torch.cuda.device_count()))
     return prepare({**cfg, "device": "cpu"} if cfg["device"] == "auto" else cfg)
 
 
-def simulate(cfg: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` with ``num_clients`` virtual SuperNodes; returns the run summary (see strategies.loop).
-    Raises what ``preflight`` raises before starting anything, and ``FederationError`` when the
-    federation could not go on (results of the finished rounds stay in the run directory)."""
-    setup = preflight(cfg)
-    import ray
-    from flwr.simulation import run_simulation
-
-    from clients.client_app import make_client_app
-    from strategies.server_app import make_server_app
-
+def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, overwrite: bool = False,
+             client_app=None) -> dict[str, Any]:
+    """Run ``cfg`` with one virtual SuperNode per partition (training clients + new users); returns the
+    run summary (see strategies.loop). Raises what ``preflight`` raises before starting anything, and
+    ``FederationError`` when the federation could not go on (results of the finished rounds stay in
+    the run directory). ``resume`` continues the run after its checkpoint; ``overwrite`` starts it
+    again over existing results; ``client_app`` replaces fedfit's ClientApp (tests of broken clients)."""
+    setup = preflight(cfg, resume, overwrite)
     _quiet(verbose)
+    from clients.client_app import make_client_app
+
+    app = client_app or make_client_app(cfg)
+    if cfg["engine"] == "inline":
+        from strategies.inline import InlineGrid
+        from strategies.loop import run_federation
+
+        return run_federation(InlineGrid(app, setup.partitions), cfg, setup=setup, resume=resume, overwrite=overwrite)
+
+    import ray
+
     root = str(Path(__file__).resolve().parents[1])
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-                        "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": str(max(1, int(cfg["num_cpus"])))}}
+    threads = str(max(1, int(cfg["num_cpus"])))
+    worker_env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+                  "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads,
+                  "MKL_NUM_THREADS": threads}
     init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                log_to_driver=verbose, runtime_env=env)
+                log_to_driver=verbose, runtime_env={"env_vars": worker_env})
     if cfg["ray_address"]:
         ray.init(address=cfg["ray_address"], **init)
     else:
         import torch
 
         ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), **init)
-    summary: dict[str, Any] = {}
-    errors: list[BaseException] = []
     try:
         res = ray.cluster_resources()
         check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
                         where="the Ray cluster" if cfg["ray_address"] else "this machine")
-        run_simulation(server_app=make_server_app(cfg, setup=setup, on_done=summary.update, on_error=errors.append),
-                       client_app=make_client_app(cfg), num_supernodes=setup.partitions,
-                       backend_config={"client_resources": {"num_cpus": cfg["num_cpus"], "num_gpus": cfg["num_gpus"]},
-                                       "init_args": {"logging_level": init["logging_level"]}},
-                       verbose_logging=verbose)
+        if cfg["engine"] == "flower":
+            return _flower_engine(cfg, setup, app, verbose, resume, overwrite, init["logging_level"])
+        from strategies.loop import run_federation
+        from strategies.pool import RayPoolGrid
+
+        pool = RayPoolGrid(app, setup.partitions, num_cpus=cfg["num_cpus"], num_gpus=cfg["num_gpus"], env=worker_env)
+        try:
+            return run_federation(pool, cfg, setup=setup, resume=resume, overwrite=overwrite)
+        finally:
+            pool.shutdown()
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level) -> dict[str, Any]:
+    """The run on Flower's own simulation engine (``run_simulation``), as ``flwr run`` would do it."""
+    from flwr.simulation import run_simulation
+
+    from strategies.server_app import make_server_app
+
+    summary: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    server = make_server_app(cfg, setup=setup, on_done=summary.update, on_error=errors.append, resume=resume,
+                             overwrite=overwrite)
+    run_simulation(server_app=server, client_app=app, num_supernodes=setup.partitions,
+                   backend_config={"client_resources": {"num_cpus": cfg["num_cpus"], "num_gpus": cfg["num_gpus"]},
+                                   "init_args": {"logging_level": logging_level}},
+                   verbose_logging=verbose)
     if errors:
         raise errors[0]
     if not summary:

@@ -38,7 +38,7 @@ def ray_head(tmp_path_factory):
         port = s.getsockname()[1]
     temp = tmp_path_factory.mktemp("ray")
     before = procs.ray_pids()
-    env = {**os.environ, "RAY_worker_niceness": "0", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    env = {**os.environ, "RAY_worker_niceness": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
     ray = str(Path(sys.executable).with_name("ray"))
     p = subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count() or 1}", "--num-gpus=0",

@@ -36,7 +36,7 @@ def test_a_federation_that_cannot_go_on_exits_4_in_one_line(monkeypatch, capsys)
     from strategies import simulate as sim
     from strategies.loop import FederationError
 
-    def broken(cfg, verbose=False):
+    def broken(cfg, verbose=False, **kw):
         raise FederationError("no client could train: RuntimeError: broken (2 of 2 clients failed)")
 
     monkeypatch.setattr(sim, "simulate", broken)
@@ -49,6 +49,6 @@ def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_pat
     from fedfit import cli
     from strategies import simulate as sim
 
-    monkeypatch.setattr(sim, "simulate", lambda cfg, verbose=False: {"run_dir": str(tmp_path), "failures": 2})
+    monkeypatch.setattr(sim, "simulate", lambda cfg, verbose=False, **kw: {"run_dir": str(tmp_path), "failures": 2})
     assert cli.main(["simulate", "dataset=digits"]) == 3
     assert "2 client messages failed" in capsys.readouterr().err

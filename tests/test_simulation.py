@@ -1,4 +1,5 @@
-"""End to end on Flower's simulation engine (Ray), digits at 32 px, a few clients.
+"""End to end on Ray, digits at 32 px, a few clients: fedfit's actor pool (``engine = "ray"``) and
+Flower's own simulation engine (``engine = "flower"``) give the same results.
 
 One test starts and stops its own Ray (nothing may be left running); the others join one shared
 Ray head (``ray_head`` in conftest: ``ray_address``, the path a multi-machine cluster takes).
@@ -15,7 +16,7 @@ from tests import procs
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find Ray processes")
 
 BASE = {"dataset": "digits", "image_size": 32, "num_clients": 4, "clients_per_round": 2, "rounds": 2,
-        "local_steps": 3, "queries": 5}
+        "local_steps": 3, "queries": 5, "new_users": 0}
 
 
 def _rounds(run) -> list[dict]:
@@ -61,11 +62,13 @@ def test_four_clients_two_rounds_on_its_own_ray(tmp_path):
 def test_same_options_same_results_on_ray(tmp_path, ray_head):
     from strategies.simulate import simulate
 
-    base = {**BASE, "num_clients": 8, "clients_per_round": 3, "out_dir": str(tmp_path), "ray_address": ray_head}
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        simulate(load_config(overrides={**base, "name": name, "seed": seed}))
-    a, b, c = (_rounds(tmp_path / x) for x in "abc")
+    base = {**BASE, "num_clients": 8, "clients_per_round": 3, "new_users": 2, "out_dir": str(tmp_path),
+            "ray_address": ray_head}
+    for name, seed, engine in (("a", 0, "ray"), ("b", 0, "ray"), ("c", 1, "ray"), ("f", 0, "flower")):
+        simulate(load_config(overrides={**base, "name": name, "seed": seed, "engine": engine}))
+    a, b, c, f = (_rounds(tmp_path / x) for x in "abcf")
     assert _timeless(a) == _timeless(b)  # accuracies, losses, sampled clients, per-client records
+    assert _timeless(a) == _timeless(f)  # Flower's engine: the same run
     for ra, rb in zip(a, b):
         for k in ra:
             if k.endswith("_wire"):  # node ids are random varints: a few bytes per message

@@ -35,6 +35,7 @@ PHASE, ROUND, LAYOUT, STATE_SIZE = "phase", "server-round", "layout", "state-siz
 HELLO, TRAIN, EVALUATE, GLOBAL = "hello", "train", "evaluate", "global"
 WEIGHT, PARTITION = "num-examples", "partition-id"
 MAX_WEIGHT = 1e9  # a reply claiming more examples than this is hostile
+INJECTED = 900   # error code of a simulated fault (a dropout): counted apart from real failures
 
 
 def arrays_record(named: Mapping[str, np.ndarray]) -> ArrayRecord:

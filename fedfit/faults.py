@@ -1,0 +1,54 @@
+"""Simulated faults and attacks, every choice a function of (seed, round, partition id).
+
+* dropout: with probability ``dropout`` per client-round a sampled client fails before training (its
+  reply is an error marked as injected, so it is counted apart from real failures);
+* stragglers: with probability ``straggler`` a client sleeps ``straggler_delay_s`` seconds first (past
+  ``timeout_s`` it counts as a timeout);
+* poisoning: a fixed, seeded ``poison_fraction`` of the training clients is hostile for the whole run
+  and sends, instead of its update u = new - received:
+  ``scale``: poison_scale * u; ``signflip``: -u; ``noise``: Gaussian noise of poison_scale times the
+  update's standard deviation; ``nan``: non-finite values (the server's validation must drop them).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedfit import seeding
+
+ATTACKS = ("scale", "signflip", "noise", "nan")
+
+
+def hostile_clients(cfg: dict[str, Any]) -> list[int]:
+    """Sorted partition ids of the hostile training clients (round(poison_fraction * num_clients))."""
+    k = int(round(cfg["poison_fraction"] * cfg["num_clients"]))
+    if k <= 0:
+        return []
+    rng = seeding.generator(cfg["seed"], "poison")
+    return sorted(int(i) for i in rng.choice(cfg["num_clients"], size=min(k, cfg["num_clients"]), replace=False))
+
+
+def fault_draw(cfg: dict[str, Any], server_round: int, partition_id: int) -> tuple[bool, float]:
+    """(drops out, seconds of delay) for this client's training in ``server_round``."""
+    if cfg["dropout"] <= 0 and cfg["straggler"] <= 0:
+        return False, 0.0
+    u_drop, u_slow = seeding.generator(cfg["seed"], "fault", server_round, partition_id).random(2)
+    return bool(u_drop < cfg["dropout"]), float(cfg["straggler_delay_s"]) if u_slow < cfg["straggler"] else 0.0
+
+
+def poisoned_update(cfg: dict[str, Any], update: np.ndarray, server_round: int, partition_id: int) -> np.ndarray:
+    """What a hostile client sends instead of its float32 update ``update`` (see module docstring)."""
+    kind, scale = cfg["poison"], float(cfg["poison_scale"])
+    if kind == "scale":
+        out = update * scale
+    elif kind == "signflip":
+        out = -update
+    elif kind == "noise":
+        rng = seeding.generator(cfg["seed"], "poison-noise", server_round, partition_id)
+        out = rng.normal(0.0, scale * max(float(update.std()), 1e-8), update.shape)
+    elif kind == "nan":
+        out = np.full_like(update, np.nan)
+    else:
+        raise ValueError(f"unknown attack {kind!r}; choose one of: {', '.join(ATTACKS)}")
+    return out.astype(np.float32)

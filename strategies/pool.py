@@ -1,0 +1,166 @@
+"""``RayPoolGrid``: a Flower Grid whose clients run in a pool of long-lived Ray actors (``engine = "ray"``).
+
+Each actor (``num_cpus`` / ``num_gpus`` per actor, as many as the machine or cluster holds) loads the
+ClientApp once and serves many clients one after another, as fast simulators do (pfl-research): the
+model and the data set stay warm in the actor, a client's images are copied in only while it works.
+Messages travel serialized as Flower's protobuf (what a SuperNode would receive), each with its
+node's ``Context`` (node config with ``partition-id``); the handlers are fedfit's unchanged ClientApp.
+
+Why not Flower's simulation engine: in flwr 1.41 an actor whose process died is put back into the
+pool and fails every later message it is given, and a client slower than the round's time limit keeps
+its actor busy into the next round. Here an actor that dies is replaced and its message answered with
+an error; at the exchange's deadline the actors still busy are killed and replaced, their clients
+counted as timeouts. Actors without a GPU see none (``CUDA_VISIBLE_DEVICES`` is emptied before torch
+loads), so CPU actors never open a CUDA context.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
+from flwr.proto.message_pb2 import Context as ProtoContext
+from flwr.proto.message_pb2 import Message as ProtoMessage
+
+
+class _Worker:
+    """The Ray actor: one ClientApp, any number of clients in turn."""
+
+    def __init__(self, app_bytes: bytes, env: dict[str, str]):
+        import ray
+
+        os.environ.update(env)
+        if not ray.get_gpu_ids():
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no GPU given: never touch one (before torch loads)
+        import cloudpickle
+
+        self.app = cloudpickle.loads(app_bytes)
+
+    def run(self, msg: bytes, ctx: bytes) -> tuple[bytes, bytes]:
+        message = message_from_proto(ProtoMessage.FromString(msg))
+        context = context_from_proto(ProtoContext.FromString(ctx))
+        reply = self.app(message, context)
+        return message_to_proto(reply).SerializeToString(), context_to_proto(context).SerializeToString()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayPoolGrid:
+    """Nodes 0..partitions-1 (node ids random 64-bit numbers, as Flower draws them), served by
+    ``workers`` actors (default: as many as the cluster's CPUs / GPUs allow)."""
+
+    def __init__(self, client_app, partitions: int, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 workers: int | None = None, env: dict[str, str] | None = None,
+                 run_config: dict[str, Any] | None = None, node_seed: int | None = None):
+        import cloudpickle
+        import ray
+
+        from flwr.supercore.task_identity import TaskIdentity
+
+        if not getattr(TaskIdentity, "_run_id", None):  # what a Flower process sets before messages exist
+            TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+        rng = random.Random(node_seed)
+        self.nodes = [rng.getrandbits(63) + 1 for _ in range(partitions)]
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={"partition-id": p, "num-partitions": partitions},
+                                    state=RecordDict(), run_config=dict(run_config or {}))
+                         for p, n in enumerate(self.nodes)}
+        self._actor = ray.remote(_Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
+                                                  max_concurrency=1)
+        self._app = cloudpickle.dumps(client_app)
+        self._env = dict(env or {})
+        if workers is None:
+            res = ray.cluster_resources()
+            workers = int(res.get("CPU", 1) // max(num_cpus, 1e-9))
+            if num_gpus > 0:
+                workers = min(workers, int(res.get("GPU", 0) // num_gpus))
+        self.size = max(1, int(workers))
+        self.workers = [self._spawn() for _ in range(self.size)]
+        self.replaced = 0  # actors replaced (died, or killed at a deadline)
+
+    def _spawn(self):
+        return self._actor.remote(self._app, self._env)
+
+    def _replace(self, worker) -> Any:
+        import ray
+
+        try:
+            ray.kill(worker, no_restart=True)
+        except Exception:
+            pass
+        self.replaced += 1
+        return self._spawn()
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Deliver every message, at most ``size`` at a time; replies received by the deadline (those
+        of clients still working then are dropped, their actors replaced)."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        queue = [m for m in messages if int(m.metadata.dst_node_id) in self.contexts]
+        for m in queue:
+            m.metadata.__dict__["_message_id"] = str(uuid4())
+        queue.reverse()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        free, running, replies = list(self.workers), {}, []
+        while queue or running:
+            while free and queue:
+                msg = queue.pop()
+                worker = free.pop()
+                node = int(msg.metadata.dst_node_id)
+                ref = worker.run.remote(message_to_proto(msg).SerializeToString(),
+                                        context_to_proto(self.contexts[node]).SerializeToString())
+                running[ref] = (worker, msg)
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
+            for ref in ready:
+                worker, msg = running.pop(ref)
+                try:
+                    out, ctx = ray.get(ref)
+                except RayActorError as e:  # the client's process died: answer for it, start a new actor
+                    replies.append(_error(msg, ErrorCode.CLIENT_APP_CRASHED,
+                                          f"client process died ({_first_line(e)})"))
+                    worker = self._replace(worker)
+                except RayTaskError as e:
+                    replies.append(_error(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, _first_line(e)))
+                else:
+                    reply = message_from_proto(ProtoMessage.FromString(out))
+                    self.contexts[int(msg.metadata.dst_node_id)] = context_from_proto(ProtoContext.FromString(ctx))
+                    replies.append(reply)
+                free.append(worker)
+        for worker, _ in running.values():  # past the deadline: these clients time out, their actors go
+            free.append(self._replace(worker))
+        self.workers = free  # every actor is idle again (or new)
+        return replies
+
+    def shutdown(self) -> None:
+        import ray
+
+        for w in self.workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:
+                pass
+        self.workers = []
+
+
+def _error(msg: Message, code: int, reason: str) -> Message:
+    reply = Message(Error(code=code, reason=reason[:2000]), reply_to=msg)
+    reply.metadata.__dict__["_src_node_id"] = int(msg.metadata.dst_node_id)
+    return reply
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"

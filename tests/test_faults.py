@@ -1,0 +1,98 @@
+"""Faults: crashed, dead and slow clients (Ray), simulated dropouts and stragglers, poisoned clients."""
+import json
+
+import numpy as np
+import pytest
+
+from fedfit.config import load_config
+from fedfit.faults import fault_draw, hostile_clients, poisoned_update
+
+BASE = {"dataset": "digits", "image_size": 32, "local_steps": 2, "queries": 5, "new_users": 0, "global_eval": False}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_flower():
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+
+
+def _rounds(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
+
+
+def test_a_client_that_raises_one_that_dies_and_one_too_slow_are_counted_and_the_run_goes_on(tmp_path, ray_head):
+    from strategies.simulate import simulate
+    from tests.faulty import make_faulty_app
+
+    cfg = load_config(overrides={**BASE, "num_clients": 5, "clients_per_round": 5, "rounds": 2, "timeout_s": 15,
+                                 "out_dir": str(tmp_path), "name": "faulty", "ray_address": ray_head})
+    summary = simulate(cfg, client_app=make_faulty_app(cfg, round_=1, sleep_s=60))
+    r0, r1, r2 = _rounds(tmp_path / "faulty")
+    by_client = {f["client"]: f for f in r1["failures"]}
+    assert by_client[1]["kind"] == "error" and by_client[1]["reason"] == "RuntimeError: client 1 broke"
+    assert by_client[2]["kind"] == "error" and "client process died" in by_client[2]["reason"]
+    assert by_client[3]["kind"] == "timeout" and "no reply within 15 s" in by_client[3]["reason"]
+    assert r1["clients"] == 2 and r1["failed"] == 3
+    assert r2["clients"] == 5 and r2["failed"] == 0  # the dead and the slow actor were replaced
+    assert summary["failures"] == 3 and summary["last_round"]["round"] == 2
+
+
+def test_simulated_dropouts_and_stragglers_are_seeded_and_counted_apart(tmp_path):
+    from strategies.simulate import simulate
+
+    opts = {**BASE, "num_clients": 6, "clients_per_round": 6, "rounds": 2, "engine": "inline", "dropout": 0.5,
+            "out_dir": str(tmp_path)}
+    s1 = simulate(load_config(overrides={**opts, "name": "d1"}))
+    s2 = simulate(load_config(overrides={**opts, "name": "d2"}))
+    r1, r2 = _rounds(tmp_path / "d1"), _rounds(tmp_path / "d2")
+    drops = [[f["client"] for f in r["failures"] if f["kind"] == "dropout"] for r in r1]
+    assert drops == [[f["client"] for f in r["failures"] if f["kind"] == "dropout"] for r in r2]  # seeded
+    assert sum(map(len, drops)) > 0 and all(r["failed"] == 0 for r in r1)  # injected: not failures
+    assert r1[1]["clients"] == 6 - len(drops[1])
+    cfg = load_config(overrides={**opts, "dropout": 0.0, "straggler": 0.3, "straggler_delay_s": 2.0})
+    delays = [fault_draw(cfg, r, p)[1] for r in range(1, 20) for p in range(6)]
+    assert set(delays) == {0.0, 2.0} and 0.15 < np.mean([d > 0 for d in delays]) < 0.45
+    assert s1["failures"] == s2["failures"] == 0 and s1["injected"] > 0
+
+
+def test_hostile_clients_are_a_seeded_fraction():
+    cfg = load_config(overrides={"num_clients": 20, "poison_fraction": 0.2})
+    h = hostile_clients(cfg)
+    assert len(h) == 4 and h == hostile_clients(cfg) and h == sorted(h)
+    assert h != hostile_clients({**cfg, "seed": 1})
+    assert hostile_clients({**cfg, "poison_fraction": 0.0}) == []
+
+
+@pytest.mark.parametrize("attack", ["scale", "signflip", "noise", "nan"])
+def test_attacks(attack, rng):
+    cfg = load_config(overrides={"poison": attack, "poison_scale": 100.0})
+    u = rng.normal(scale=0.01, size=1000).astype(np.float32)
+    bad = poisoned_update(cfg, u, 1, 3)
+    if attack == "scale":
+        np.testing.assert_allclose(bad, 100 * u, rtol=1e-6)
+    elif attack == "signflip":
+        np.testing.assert_array_equal(bad, -u)
+    elif attack == "noise":
+        assert 50 * u.std() < bad.std() < 200 * u.std() and abs(np.corrcoef(bad, u)[0, 1]) < 0.2
+    else:
+        assert np.isnan(bad).all()
+
+
+@pytest.mark.parametrize("attack, codec", [("scale", "int8"), ("nan", "fp32"), ("nan", "int8")])
+def test_a_poisoned_client_is_sent_on_the_wire_and_nan_is_rejected(tmp_path, attack, codec):
+    from strategies.simulate import simulate
+
+    cfg = load_config(overrides={**BASE, "num_clients": 5, "clients_per_round": 5, "rounds": 1, "engine": "inline",
+                                 "poison_fraction": 0.2, "poison": attack, "codec_up": codec, "delta": True,
+                                 "out_dir": str(tmp_path), "name": "p"})
+    (hostile,) = hostile_clients(cfg)
+    summary = simulate(cfg)
+    _, r1 = _rounds(tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["hostile_clients"] == [hostile]
+    if attack == "nan":
+        (f,) = r1["failures"]
+        assert f["client"] == hostile and f["kind"] == "rejected" and r1["clients"] == 4
+        assert summary["failures"] == 1
+    else:
+        assert r1["clients"] == 5 and r1["failed"] == 0  # accepted: only a robust strategy can tell

@@ -1,0 +1,125 @@
+"""Checkpoints and exact resume: a run killed with SIGKILL and resumed ends as an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
+from fedfit.results import RoundRecord, RunWriter, holds_results
+
+FEDFIT = str(Path(sys.executable).with_name("fedfit"))
+# FedAdam (server moments) + top-k with error feedback (a residual per client) + local state files:
+# everything a checkpoint must carry. The in-process engine keeps the test fast; the checkpoint and
+# resume code are the same for every engine.
+OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=4", "clients_per_round=2", "rounds=4",
+           "local_steps=2", "queries=5", "new_users=1", "strategy=fedadam", "codec_up=topk:0.1", "delta=true",
+           "global_eval=false"]
+
+
+def _rounds(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
+
+
+def _timeless(obj):
+    if isinstance(obj, dict):
+        return {k: _timeless(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_timeless(v) for v in obj]
+    return obj
+
+
+def _kill_after(args: list[str], run: Path, predicate, timeout: float = 300) -> None:
+    p = subprocess.Popen([FEDFIT, "simulate", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    try:
+        while not predicate(run):
+            assert p.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() - t0 < timeout
+            time.sleep(0.05)
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_path):
+    out = f"out_dir={tmp_path}"
+    whole = subprocess.run([FEDFIT, "simulate", *OPTIONS, out, "name=whole"], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    run = tmp_path / "killed"
+    _kill_after([*OPTIONS, out, "name=killed"], run,
+                lambda d: (d / "rounds.jsonl").is_file() and '"round": 2,' in (d / "rounds.jsonl").read_text())
+    assert not (run / "summary.json").exists()
+    again = subprocess.run([FEDFIT, "simulate", *OPTIONS, out, "name=killed"], capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr and "--overwrite" in again.stderr
+    resumed = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _rounds(tmp_path / "whole"), _rounds(run)
+    assert [r["round"] for r in b] == [0, 1, 2, 3, 4]
+    assert _timeless(a) == _timeless(b)  # same process lifetime per run: even wire sizes agree
+    x, y = np.load(tmp_path / "whole" / "final_state.npz"), np.load(run / "final_state.npz")
+    assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path):
+    out = f"out_dir={tmp_path}"
+    subprocess.run([FEDFIT, "simulate", *OPTIONS, out, "name=whole"], check=True, capture_output=True)
+    run = tmp_path / "k"
+    rng = np.random.default_rng(7)
+    _kill_after([*OPTIONS, out, "name=k"], run, lambda d: (d / "rounds.jsonl").is_file())  # first: right away
+    for _ in range(3):  # then at random moments of resumed runs
+        start = time.monotonic()
+        delay = float(rng.uniform(1, 8))
+        _kill_after(["--resume", str(run)], run, lambda d, s=start, w=delay: time.monotonic() - s > w)
+        done = len(_rounds(run)) if holds_results(run) else 0
+        assert done <= 5
+    final = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert _timeless(_rounds(run)) == _timeless(_rounds(tmp_path / "whole"))
+
+
+def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
+    w = RunWriter(tmp_path, {"x": 1})
+    for r in range(3):
+        w.write(RoundRecord(round=r, acc_mean=0.5))
+    with open(tmp_path / "rounds.jsonl", "a") as f:
+        f.write('{"round": 3, "clie')  # killed mid-append
+    w2 = RunWriter(tmp_path, {"x": 1}, resume_after=1)
+    assert [r.round for r in w2.records] == [0, 1]
+    assert [json.loads(x)["round"] for x in (tmp_path / "rounds.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_client_state_versions_make_a_redone_round_ignore_its_interrupted_attempt(tmp_path):
+    s = ClientStateStore(tmp_path / "c.sqlite")
+    s.put(3, "ef", version(1, TRAIN), np.ones(4))
+    s.put(3, "ef", version(2, TRAIN), np.full(4, 2.0))  # round 2's attempt, then a crash
+    assert s.get(3, "ef", version(2, TRAIN))[0] == 1.0      # round 2 redone: sees round 1's state
+    assert s.get(3, "ef", version(2, EVALUATE))[0] == 2.0   # round 2's evaluation: sees round 2's training
+    assert s.get(4, "ef", version(9, TRAIN)) is None
+    for r in range(3, 9):
+        s.put(3, "ef", version(r, TRAIN), np.full(4, float(r)))
+    rows = s._db.execute("SELECT COUNT(*) FROM state WHERE partition = 3").fetchone()[0]
+    assert rows == 3  # pruned: the newest and the two before it
+
+
+def test_existing_results_are_refused_before_any_work(tmp_path):
+    run = tmp_path / "r"
+    RunWriter(run, {}).write(RoundRecord(round=0))
+    p = subprocess.run([FEDFIT, "simulate", "dataset=digits", f"out_dir={tmp_path}", "name=r"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "--resume" in p.stderr and "--overwrite" in p.stderr
+    assert [json.loads(x)["round"] for x in (run / "rounds.jsonl").read_text().splitlines()] == [0]  # untouched
+
+
+@pytest.mark.parametrize("extra", [["rounds=9"], ["--config", "x.toml"]])
+def test_resume_refuses_changed_options(tmp_path, extra):
+    RunWriter(tmp_path / "r", {"dataset": "digits"}).write(RoundRecord(round=0))
+    p = subprocess.run([FEDFIT, "simulate", "--resume", str(tmp_path / "r"), *extra], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "--resume continues a run with its own options" in p.stderr
