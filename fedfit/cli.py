@@ -124,7 +124,11 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.plot_only:
         from strategies.simulate import simulate
 
-        run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose))
+        from fedfit.results import holds_results
+
+        # a run that stopped half-way (results but no summary) continues after its last complete round
+        run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose,
+                                                resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])))
     dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
     out = Path(configs[0]["out_dir"]) / "plots"
     figures = plot_runs(dirs, out, title=args.title)

@@ -161,11 +161,13 @@ class ClientWork:
                             seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
                             prox_ref=ref)
         res = finetune(self.model, self.data.support_x, self.data.support_y, ft)
+        new = self.state()
         metrics = {"num-examples": int(self.data.num_examples), "train_seconds": res.seconds,
-                   "train_images": int(res.images), "train_steps": int(res.steps)}
+                   "train_images": int(res.images), "train_steps": int(res.steps),
+                   "update_norm": float(np.linalg.norm(new.astype(np.float64) - flat))}
         if res.losses:
             metrics["train_loss"] = float(res.mean_loss)
-        return self.state(), metrics
+        return new, metrics
 
     def evaluate(self, flat: np.ndarray, personalize_steps: int = 0) -> dict[str, float]:
         """Personalized accuracy: head from this client's support set under ``flat``, on its query set;

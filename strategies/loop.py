@@ -128,7 +128,7 @@ class Federation:
         for r in replies:
             m = dict(r.content[wire.METRICS])
             c = rnd.client(int(r.metadata.src_node_id))
-            c.update({k: m[k] for k in ("train_loss", "train_steps", "train_seconds") if k in m})
+            c.update({k: m[k] for k in ("train_loss", "train_steps", "train_seconds", "update_norm") if k in m})
             if isinstance(m.get("train_loss"), float):
                 losses.append(m["train_loss"])
         if replies and not self.local_only:
