@@ -127,8 +127,10 @@ def _sweep(args: argparse.Namespace) -> int:
         from fedfit.results import holds_results
 
         # a run that stopped half-way (results but no summary) continues after its last complete round
-        run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose,
-                                                resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])))
+        failed = run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose,
+                                                         resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])))
+    else:
+        failed = []
     dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
     out = Path(configs[0]["out_dir"]) / "plots"
     figures = plot_runs(dirs, out, title=args.title)
@@ -150,6 +152,10 @@ def _sweep(args: argparse.Namespace) -> int:
                 f"({len(dirs)} runs).\n\n{table}\n\n" + "\n".join(shown))
         readme.write_text(replace_section(readme.read_text(), f"results:{name}", body))
         print(f"updated {readme} (section results:{name})")
+    if failed:
+        print(f"fedfit: {len(failed)} runs failed ({', '.join(failed)}); run the sweep again to retry them",
+              file=sys.stderr)
+        return 3
     return 0
 
 

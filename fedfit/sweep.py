@@ -82,15 +82,23 @@ def is_done(cfg: dict[str, Any]) -> bool:
 
 
 def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
-              progress: Callable[[str], None] = print) -> list[Path]:
-    """Run every config not done yet (in order); returns all run directories."""
+              progress: Callable[[str], None] = print) -> list[str]:
+    """Run every config not done yet (in order). A run that fails is reported in one line and the
+    sweep goes on (rerunning the sweep resumes or retries it); returns the names of the failed runs."""
+    failed = []
     for i, cfg in enumerate(configs, 1):
         if is_done(cfg):
             progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
             continue
         progress(f"[{i}/{len(configs)}] {cfg['name']}")
-        run_fn(cfg)
-    return [run_dir(c) for c in configs]
+        try:
+            run_fn(cfg)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one run's failure must not cost the others
+            failed.append(cfg["name"])
+            progress(f"[{i}/{len(configs)}] {cfg['name']}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    return failed
 
 
 def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:

@@ -85,12 +85,7 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
                   "MKL_NUM_THREADS": threads}
     init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
                 log_to_driver=verbose, runtime_env={"env_vars": worker_env})
-    if cfg["ray_address"]:
-        ray.init(address=cfg["ray_address"], **init)
-    else:
-        import torch
-
-        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), **init)
+    _start_ray(ray, cfg, init)
     try:
         res = ray.cluster_resources()
         check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
@@ -108,6 +103,26 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2) -> None:
+    """Start (or join) Ray; a start-up that times out (a busy machine) is retried once, then a
+    one-line RuntimeError."""
+    import torch
+
+    for attempt in range(attempts):
+        try:
+            if cfg["ray_address"]:
+                ray.init(address=cfg["ray_address"], **init)
+            else:
+                ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), **init)
+            return
+        except (ConnectionError, TimeoutError, RuntimeError, Exception) as e:
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt == attempts - 1:
+                where = f"at {cfg['ray_address']}" if cfg["ray_address"] else "on this machine"
+                raise RuntimeError(f"Ray could not start {where}: {str(e).strip().splitlines()[0]}") from None
 
 
 def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level) -> dict[str, Any]:
