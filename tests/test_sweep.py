@@ -1,5 +1,7 @@
 import json
 
+from pathlib import Path
+
 import pytest
 
 from fedfit.config import ConfigError
@@ -45,12 +47,28 @@ def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
     _, cfgs = load_sweep(f)
     ran = []
     run_sweep(cfgs[:1], lambda c: (ran.append(c["name"]), _fake_run(c, 0.6)))
-    dirs = run_sweep(cfgs, lambda c: (ran.append(c["name"]), _fake_run(c, 0.6 + 0.1 * c["seed"])), progress=lambda s: None)
-    assert ran == ["method=fit_seed=0", "method=fit_seed=1", "method=fit_seed=2"]  # seed 0 not redone
-    (row,) = aggregate(dirs)
+    failed = run_sweep(cfgs, lambda c: (ran.append(c["name"]), _fake_run(c, 0.6 + 0.1 * c["seed"])),
+                       progress=lambda s: None)
+    assert ran == ["method=fit_seed=0", "method=fit_seed=1", "method=fit_seed=2"] and failed == []  # seed 0 not redone
+    (row,) = aggregate([Path(c["out_dir"]) / c["name"] for c in cfgs])
     assert row["seeds"] == 3 and row["group"] == "method=fit"
     assert row["acc"] == pytest.approx(0.7) and row["up_per_client_round"] == 100
     assert "| method=fit | 3 |" in markdown_table([row])
+
+
+def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1, 2]\n')
+    _, cfgs = load_sweep(f)
+    lines = []
+
+    def run(c):
+        if c["seed"] == 1:
+            raise RuntimeError("Ray could not start on this machine: timed out")
+        _fake_run(c, 0.5)
+
+    assert run_sweep(cfgs, run, progress=lines.append) == ["seed=1"]
+    assert "[2/3] seed=1: FAILED: RuntimeError: Ray could not start" in lines[2]
+    assert (Path(cfgs[2]["out_dir"]) / "seed=2" / "summary.json").is_file()
 
 
 def test_replace_section():
