@@ -59,7 +59,7 @@ def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
     if key not in _WORK:
         while len(_WORK) >= _WORK_MAX:
             _WORK.pop(next(iter(_WORK)))
-        _WORK[key] = ClientWork(cfg, pid)
+        _WORK[key] = ClientWork(cfg, pid, store=client_store(cfg, context))
     return _WORK[key]
 
 
@@ -108,16 +108,19 @@ def make_client_app(cfg: dict[str, Any] | None = None, mods: tuple = ()) -> Clie
         work = _work(context, cfg)
         conf = wire.config_of(msg)
         state = _start_state(work, msg, context, EVALUATE)
+        server_round = int(conf.get(wire.ROUND, 0))
         if conf.get(wire.PHASE) == wire.GLOBAL:
             means = msg.content[wire.MEANS]
-            correct, seen = work.global_correct(state, means["class_ids"].numpy(), means["means"].numpy())
+            correct, seen = work.global_correct(state, means["class_ids"].numpy(), means["means"].numpy(),
+                                                server_round)
             metrics = {"global_correct": correct, "global_total": seen, wire.WEIGHT: max(seen, 1)}
             return Message(RecordDict({wire.METRICS: MetricRecord(metrics)}), reply_to=msg)
-        metrics = work.evaluate(state, personalize_steps=work.cfg["personalize_steps"])
+        metrics, stats = work.evaluate(state, server_round, personalize_steps=work.cfg["personalize_steps"],
+                                       class_stats=bool(conf.get("global-eval", False)))
         metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
         content: dict[str, Any] = {wire.METRICS: MetricRecord(metrics)}
-        if conf.get("global-eval", False):
-            ids, counts, sums = work.class_sums(state)
+        if stats is not None:
+            ids, counts, sums = stats
             content[wire.STATS] = wire.arrays_record({"class_ids": ids, "counts": counts.astype(np.float32),
                                                       "sums": sums})
         return Message(RecordDict(content), reply_to=msg)

@@ -138,6 +138,15 @@ def validate(cfg: dict[str, Any]) -> None:
     from fedfit.heads import HEADS
 
     choose("dataset", SOURCES.names())
+    from fedfit.adapters import ADAPTERS
+
+    choose("adapter", [a for a in ADAPTERS.names() if a not in ("none", "full")])
+    need(cfg["adapter"] == "film" or cfg["method"] in ("fit", "local-only"),
+         f"method = {cfg['method']} fixes what is trained: adapter = {cfg['adapter']} needs method = fit or local-only")
+    need(cfg["history"] >= -1, "history must be >= 0 images per class, or -1 (5 with adapter = iciia)")
+    need(cfg["iciia_partitions"] >= 1, "iciia_partitions must be >= 1")
+    need(not (cfg["adapter"] == "iciia" and cfg["history"] == 0),
+         "adapter = iciia attends over each client's unlabelled history: set history >= 1 (or -1)")
     choose("head", HEADS.names() + ["auto"])
     need(cfg["device"] in ("auto", "cpu", "cuda") or (cfg["device"].startswith("cuda:") and cfg["device"][5:].isdigit()),
          f"device = {cfg['device']!r} is unknown; choose auto, cpu, cuda or cuda:N")

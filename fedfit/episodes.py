@@ -118,14 +118,17 @@ class EvalResult:
     loss: float                      # Naive Bayes head: mean cross-entropy (nats) on the query set
     num_query: int
     extra: dict[str, float] = field(default_factory=dict)  # the adapter's own heads, e.g. accuracy_linear
+    support_features: torch.Tensor | None = field(default=None, repr=False)  # (n, d), with features=True
+    query_features: torch.Tensor | None = field(default=None, repr=False)    # (m, d)
 
 
 @torch.no_grad()
 def evaluate(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray,
-             query_x: np.ndarray, query_y: np.ndarray, seed: int = 0) -> EvalResult:
+             query_x: np.ndarray, query_y: np.ndarray, seed: int = 0, features: bool = False) -> EvalResult:
     """Head from the whole support set under the current adapter (and the task opened from the whole
     support set), scored on the query set; ``extra`` holds the adapter's extra metrics
-    (``Adapter.extra_eval``; ``seed`` drives its random choices, e.g. UpperCaSE's minibatches)."""
+    (``Adapter.extra_eval``; ``seed`` drives its random choices, e.g. UpperCaSE's minibatches). With
+    ``features`` the result keeps the support and query features (one embedding pass serves all)."""
     model.eval()
     with model.task(support_x) as s:  # CaSE: support features come from the task's own forward
         s = model.embed_images(support_x) if s is None else s
@@ -136,4 +139,4 @@ def evaluate(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray,
     logits = model.head(s, sy, q, C)
     extra = model.adapter.extra_eval(s, sy, q, y, C, seed=seed)
     return EvalResult(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)), len(query_y),
-                      extra)
+                      extra, s if features else None, q if features else None)

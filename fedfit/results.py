@@ -57,6 +57,8 @@ class RoundRecord:
     new_acc_median: float | None = None
     new_acc_p10: float | None = None
     new_users: int = 0                # new users evaluated
+    acc_extra: dict[str, float] = field(default_factory=dict)      # the adapter's own heads (accuracy_linear...)
+    new_acc_extra: dict[str, float] = field(default_factory=dict)  # the same for new users
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
     dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta)
     seconds: float = 0.0              # wall-clock seconds of this round

@@ -172,20 +172,30 @@ class Federation:
         by_node = self.directory.by_node
         replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
         accs, new, tuned, stats = [], [], [], []
+        extra: dict[str, list[float]] = {}
+        new_extra: dict[str, list[float]] = {}
         for r in replies:
             m = dict(r.content[wire.METRICS])
             node = int(r.metadata.src_node_id)
+            mine = {k: v for k, v in m.items() if k.startswith("accuracy_") and k != "accuracy_finetuned"
+                    and isinstance(v, float) and 0 <= v <= 1}
             rnd.client(node).update(
-                {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m})
+                {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m}, **mine)
             if by_node[node] >= n:  # a new user: reported apart, and its classes stay out of the global head
                 new.append(float(m["accuracy"]))
+                for k, v in mine.items():
+                    new_extra.setdefault(k, []).append(v)
                 continue
             accs.append(float(m["accuracy"]))
+            for k, v in mine.items():
+                extra.setdefault(k, []).append(v)
             if "accuracy_finetuned" in m:
                 tuned.append(float(m["accuracy_finetuned"]))
             if wire.STATS in r.content:
                 stats.append((node, r.content[wire.STATS]))
-        out: dict[str, Any] = {"eval_clients": len(accs), "new_users": len(new)}
+        out: dict[str, Any] = {"eval_clients": len(accs), "new_users": len(new),
+                               "acc_extra": {k: float(np.mean(v)) for k, v in sorted(extra.items())},
+                               "new_acc_extra": {k: float(np.mean(v)) for k, v in sorted(new_extra.items())}}
         if accs:
             a = np.array(accs)
             out.update(acc_mean=float(a.mean()), acc_median=float(np.median(a)), acc_p10=float(np.percentile(a, 10)),
@@ -223,6 +233,24 @@ class Federation:
                 correct, seen = correct + c, seen + t
         rnd.fail(self.grid.take_failures())
         return correct / seen if seen else None
+
+    def _report_personal(self, run_dir: Path) -> None:
+        """Print what the adapter keeps per client and never sends (read from the clients' state file,
+        which in simulation lies in the run directory)."""
+        path = run_dir / "clients.sqlite"
+        if not path.is_file():
+            self.personal = None
+            return
+        from fedfit.client_state import open_store
+        from fedfit.federated import PERSONAL
+
+        store = open_store(path)
+        sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]
+        sizes = [x for x in sizes if x]
+        if sizes:
+            self.personal = int(np.median(sizes))
+            self.progress(f"fedfit: personal state per client: {self.personal:,} numbers ({human_bytes(4 * self.personal)}"
+                          f" fp32, median over {len(sizes)} clients), kept on the client, never sent")
 
     # --- the run --------------------------------------------------------------------------------
     def _restore(self) -> int | None:
@@ -288,6 +316,8 @@ class Federation:
             checkpoint.save(run_dir, server_round, wire.state_of(self.arrays), self.strategy,
                             fingerprint=layout.fingerprint, ever=dict(self.ever), cum=(cum_down, cum_up))
             self.progress(_round_line(rec, cfg["rounds"]))
+            if server_round == first:
+                self._report_personal(run_dir)
         writer.save_state(layout.unpack(wire.state_of(self.arrays), copy=True))
         failures = [f for r in writer.records for f in r.failures]
         last = writer.records[-1]
@@ -295,6 +325,7 @@ class Federation:
         summary = writer.finish(total_seconds=time.perf_counter() - t_start, run_dir=str(run_dir),
                                 failures=len(counted), first_failure=counted[0] if counted else None,
                                 injected=len(failures) - len(counted), resumed_after=done,
+                                shared_parameters=layout.size, personal_parameters=getattr(self, "personal", None),
                                 resume_setup_bytes_wire=resume_setup,
                                 refused_nodes=[{"node": n, "reason": r} for n, r in self.directory.refused])
         fails = f"; {summary['failures']} client messages failed (first: {counted[0]['reason']})" if counted else ""
@@ -339,6 +370,7 @@ def _round_line(r: RoundRecord, rounds: int) -> str:
     fail = f" | {r.failed} failed" if r.failed else ""
     eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
     new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
+    new += "".join(f" | {k.replace('accuracy_', '')} head {_pct(v)}" for k, v in r.acc_extra.items())
     return (f"round {r.round:>3}/{rounds} | {r.clients} trained, {per}, total {human_bytes(r.cum_bytes_wire)} | "
             f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
             f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")

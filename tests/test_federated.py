@@ -21,7 +21,7 @@ def test_fit_trains_film_and_head_only(rng):
     new, m = w.train(flat, server_round=1)
     assert m["train_steps"] == 3 and m["num-examples"] == 25 and m["train_loss"] > 0
     assert new.shape == flat.shape and not np.array_equal(new, flat)
-    ev = w.evaluate(new)
+    ev, _ = w.evaluate(new)
     assert 0 <= ev["accuracy"] <= 1 and ev["num-examples"] == 25
 
 
