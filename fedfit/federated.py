@@ -87,7 +87,7 @@ _PLANS = _Bounded(4)    # indices only
 
 def model_key(cfg: dict[str, Any]) -> tuple:
     return (cfg["backbone"], cfg["weights"], adapter_name(cfg), tuple(sorted(adapter_options(cfg).items())),
-            cfg["head"], cfg["shots"], cfg["protonets_temperature"], cfg["device"])
+            cfg["head"], cfg["shots"], cfg["protonets_temperature"], cfg["device"], cfg["precision"])
 
 
 def head_name(cfg: dict[str, Any]) -> str:
@@ -100,7 +100,8 @@ def shared_model(cfg: dict[str, Any]) -> FewShotModel:
         t = cfg["protonets_temperature"]
         head_options = {"temperature": t if t == "dim" else float(t)} if head_name(cfg) == "protonets" else None
         return build_model(cfg["backbone"], cfg["weights"], adapter_name(cfg), cfg["head"], min_shots=cfg["shots"],
-                           device=cfg["device"], head_options=head_options, adapter_options=adapter_options(cfg))
+                           device=cfg["device"], head_options=head_options, adapter_options=adapter_options(cfg),
+                           precision=cfg["precision"])
 
     return _MODELS.get(model_key(cfg), make)
 

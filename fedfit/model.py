@@ -83,9 +83,10 @@ class FewShotModel(nn.Module):
             return f[:len(context)], f[len(context):]
 
     @torch.no_grad()
-    def embed_images(self, images: np.ndarray, batch_size: int = 128) -> torch.Tensor:
+    def embed_images(self, images: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         """Features (N, d) of uint8 images (N, S, S, 3), in batches, without gradients (under the open
-        task, if any)."""
+        task, if any). ``batch_size``: default the backbone's (larger on a GPU)."""
+        batch_size = batch_size or self.backbone.batch_size
         out = [self.embed(self.backbone.preprocess(images[i:i + batch_size]))
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.backbone.feature_dim, device=self.device)
@@ -132,12 +133,13 @@ class FewShotModel(nn.Module):
         self.adapter.reset_personal()
 
     @torch.no_grad()
-    def set_history(self, images: np.ndarray, batch_size: int = 128) -> None:
+    def set_history(self, images: np.ndarray, batch_size: int | None = None) -> None:
         """Give the adapter a client's unlabelled history images, uint8 (h, S, S, 3): their body
         features (h, D), computed once without gradients and outside any task, become personal state.
         No-op for adapters that use no history."""
         if not self.adapter.uses_history:
             return
+        batch_size = batch_size or self.backbone.batch_size
         was = self.training
         self.eval()
         try:
@@ -151,10 +153,11 @@ class FewShotModel(nn.Module):
 
 def build_model(backbone: str = "efficientnet_lite0", weights: str = "default", adapter: str = "film",
                 head: str = "lda", min_shots: int | None = None, device: str | None = None,
-                head_options: dict | None = None, adapter_options: dict | None = None) -> FewShotModel:
+                head_options: dict | None = None, adapter_options: dict | None = None,
+                precision: str = "auto") -> FewShotModel:
     """Create backbone (frozen), attach the adapter (``adapter_options``: its keyword options), create
     the head (``auto`` needs ``min_shots``)."""
-    bb = create_backbone(backbone, weights=weights, device=device)
+    bb = create_backbone(backbone, weights=weights, device=device, precision=precision)
     ad = create_adapter(adapter, bb, **(adapter_options or {}))
     hd = create_head(head, min_shots=min_shots, **(head_options or {}))
     return FewShotModel(bb, ad, hd).to(bb.device)

@@ -44,6 +44,10 @@ class InlineGrid:
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
 
+    def node_partitions(self) -> dict[int, int]:
+        """node id -> partition id, as this engine placed them (no "hello" exchange needed)."""
+        return {n: int(c.node_config.get("partition-id", -1)) for n, c in self.contexts.items()}
+
     def _deliver(self, msg: Message) -> Message | None:
         node = int(msg.metadata.dst_node_id)
         if node not in self.contexts:

@@ -29,7 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 import wire
 from fedfit import faults, seeding
-from fedfit.config import run_name
+from fedfit.config import eval_clients, run_name
 from fedfit.format import human_bytes, pct
 from fedfit.preflight import RunSetup, prepare
 from fedfit.results import RoundRecord, RunWriter, check_run_dir
@@ -151,7 +151,7 @@ class Federation:
         """Training clients (a seeded sample, ``eval_clients``) and every new user evaluate the global state."""
         cfg = self.cfg
         n = cfg["num_clients"]
-        partitions = self.sampler.evaluate(server_round, cfg["eval_clients"]) + list(range(n, self.setup.partitions))
+        partitions = self.sampler.evaluate(server_round, eval_clients(cfg)) + list(range(n, self.setup.partitions))
         nodes = self._nodes(partitions, rnd, wire.EVALUATE)
         if not nodes:
             return {"eval_clients": 0}
@@ -296,7 +296,8 @@ class Federation:
             self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
             rnd = _Round(self.directory)
             clients, loss = self.train(server_round, rnd) if server_round > 0 else (0, None)
-            ev = self.evaluate(server_round, rnd)
+            due = server_round % cfg["eval_every"] == 0 or server_round == cfg["rounds"]
+            ev = self.evaluate(server_round, rnd) if due else {}
             transfers = self.meter.take()
             b = _bytes(transfers)
             cum_down += b["bytes_down_wire"]

@@ -18,16 +18,28 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.app.message import remove_content_from_message
 from flwr.common.serde import message_to_proto
+from flwr.proto.message_pb2 import ObjectTree
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
 
 
-def wire_bytes(msg: Message) -> int:
-    """Bytes Flower's transport sends for ``msg`` (see module docstring)."""
+def wire_bytes(msg: Message, shared: dict | None = None) -> int:
+    """Bytes Flower's transport sends for ``msg`` (see module docstring). ``shared``: a dict kept by
+    the caller across messages that share one content object (one RecordDict sent to many clients):
+    the content's objects are then serialized and sized once, not once per recipient."""
     n = message_to_proto(remove_content_from_message(msg)).ByteSize()
-    if msg.has_content():
-        n += get_object_tree(msg).ByteSize()
-        n += sum(len(oid) + len(obj.deflate()) for oid, obj in get_all_nested_objects(msg).items())
-    return n
+    if not msg.has_content():
+        return n
+    content = msg.content
+    key = id(content)
+    cached = shared.get(key) if shared is not None else None
+    if cached is None or cached[0] is not content:
+        objects = get_all_nested_objects(content)
+        cached = (content, sum(len(oid) + len(obj.deflate()) for oid, obj in objects.items()), get_object_tree(content))
+        if shared is not None:
+            shared[key] = cached
+    _, content_bytes, content_tree = cached
+    tree = ObjectTree(object_id=msg.object_id, children=[content_tree])
+    return n + tree.ByteSize() + content_bytes + len(msg.object_id) + len(msg.deflate())
 
 
 def payload_bytes(msg: Message) -> int:
@@ -60,9 +72,9 @@ class Meter:
     transfers: list[Transfer] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, direction: str, msg: Message, kind: str) -> Transfer:
+    def add(self, direction: str, msg: Message, kind: str, shared: dict | None = None) -> Transfer:
         node = msg.metadata.dst_node_id if direction == "down" else msg.metadata.src_node_id
-        t = Transfer(direction, int(node), kind, wire_bytes(msg), payload_bytes(msg))
+        t = Transfer(direction, int(node), kind, wire_bytes(msg, shared), payload_bytes(msg))
         with self._lock:
             self.transfers.append(t)
         return t
@@ -97,10 +109,10 @@ class MeteredGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        kinds = {}
+        kinds, shared = {}, {}  # shared: one RecordDict sent to many clients is sized once
         for m in messages:
             kinds[m.metadata.dst_node_id] = self._kind(m)
-            self.meter.add("down", m, kinds[m.metadata.dst_node_id])
+            self.meter.add("down", m, kinds[m.metadata.dst_node_id], shared)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         for r in replies:
             self.meter.add("up", r, kinds.get(r.metadata.src_node_id, r.metadata.message_type))

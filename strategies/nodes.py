@@ -4,7 +4,8 @@ Flower draws node ids at random at every start (simulation and deployment), so n
 as identities. Before round 0 the server asks each connected node for its ``partition-id``
 (``NodeDirectory.discover``, bounded by ``timeout_s``); nodes that connect later are asked when they
 appear (``refresh``). Two nodes claiming one partition, or a partition outside 0..num_clients-1, are
-refused and reported.
+refused and reported. fedfit's own engines (``strategies.pool``, ``strategies.inline``) assign the
+partitions themselves and say so (``node_partitions()``): no message is needed then.
 """
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ class NodeDirectory:
         if not new:
             return
         self._asked.update(new)
+        assigned = getattr(grid, "node_partitions", None)
+        if callable(assigned):  # an engine that placed the partitions itself: nothing to ask
+            known = assigned()
+            for node in new:
+                if node in known:
+                    self._add(node, int(known[node]))
+            return
         msgs = [Message(RecordDict({wire.CONFIG: ConfigRecord({wire.PHASE: wire.HELLO})}), dst_node_id=n,
                         message_type=MessageType.QUERY) for n in new]
         for r in grid.send_and_receive(msgs, timeout=timeout):
@@ -55,13 +63,16 @@ class NodeDirectory:
             except (ValueError, KeyError, TypeError) as e:
                 self.refused.append((node, f"bad hello reply: {e}"))
                 continue
-            if not 0 <= pid < self.num_clients:
-                self.refused.append((node, f"partition-id {pid} outside 0..{self.num_clients - 1}"))
-            elif pid in self.by_partition:
-                self.refused.append((node, f"partition-id {pid} is already held by another node"))
-            else:
-                self.by_partition[pid] = node
-                self.by_node[node] = pid
+            self._add(node, pid)
+
+    def _add(self, node: int, pid: int) -> None:
+        if not 0 <= pid < self.num_clients:
+            self.refused.append((node, f"partition-id {pid} outside 0..{self.num_clients - 1}"))
+        elif pid in self.by_partition:
+            self.refused.append((node, f"partition-id {pid} is already held by another node"))
+        else:
+            self.by_partition[pid] = node
+            self.by_node[node] = pid
 
     def nodes(self, partitions: list[int]) -> tuple[dict[int, int], list[int]]:
         """({partition: node} of those connected, [partitions without a node])."""

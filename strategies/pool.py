@@ -51,6 +51,10 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
+    def visible_devices(self) -> str | None:
+        """This actor's CUDA_VISIBLE_DEVICES ("" when it was given no GPU)."""
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
 
 class RayPoolGrid:
     """Nodes 0..partitions-1 (node ids random 64-bit numbers, as Flower draws them), served by
@@ -97,8 +101,19 @@ class RayPoolGrid:
         self.replaced += 1
         return self._spawn()
 
+    def wait_ready(self, timeout: float | None = None) -> list[int]:
+        """Block until every actor has started (its process up, the ClientApp loaded) and answered;
+        returns their process ids (``fedfit bench``: the pool's start-up time)."""
+        import ray
+
+        return [int(p) for p in ray.get([w.pid.remote() for w in self.workers], timeout=timeout)]
+
     def get_node_ids(self) -> list[int]:
         return list(self.nodes)
+
+    def node_partitions(self) -> dict[int, int]:
+        """node id -> partition id, as this engine placed them (no "hello" exchange needed)."""
+        return {n: int(c.node_config.get("partition-id", -1)) for n, c in self.contexts.items()}
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Deliver every message, at most ``size`` at a time; replies received by the deadline (those

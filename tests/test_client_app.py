@@ -122,10 +122,17 @@ def test_hello_names_the_partition():
 
     inline = InlineGrid(make_client_app(_cfg(num_clients=3)), 3,
                         node_configs=[{"partition-id": 2}, {"partition-id": 0}, {"partition-id": 2}], node_seed=5)
+    class Plain:  # a grid that does not know the partitions (Flower's engine, a SuperLink): it must ask
+        get_node_ids, send_and_receive = inline.get_node_ids, inline.send_and_receive
+
     d = NodeDirectory(3)
-    d.discover(inline, timeout=5)
+    d.discover(Plain(), timeout=5)
+    assert inline.delivered == 3  # one hello each
     assert d.by_partition == {2: inline.nodes[0], 0: inline.nodes[1]}
     assert d.refused == [(inline.nodes[2], "partition-id 2 is already held by another node")]
+    own = NodeDirectory(3)
+    own.discover(inline, timeout=5)  # fedfit's engines placed the partitions themselves: no message
+    assert inline.delivered == 3 and own.by_partition == d.by_partition and own.refused == d.refused
 
 
 def test_client_side_dp_clips_the_update():

@@ -82,6 +82,15 @@ def test_wire_bytes_equal_what_flower_pushes_to_the_byte(rng):
     assert 4 * N < wire_bytes(msg) <= 1.05 * 4 * N  # one packed array: framing well under 5%
 
 
+def test_a_record_shared_by_many_messages_is_sized_once_to_the_same_bytes(rng):
+    content = RecordDict({"arrays": wire.state_record(rng.normal(size=N).astype(np.float32)),
+                          "config": ConfigRecord({"phase": "train", "server-round": 3})})
+    msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN) for n in (5, 2**62 + 7, 123_456)]
+    shared = {}
+    assert [wire_bytes(m, shared) for m in msgs] == [wire_bytes(m) for m in msgs]
+    assert len(shared) == 1
+
+
 def test_many_small_arrays_cost_more_than_one_packed_array(rng):
     from fedfit.adapters import create_adapter
     from fedfit.backbones import create_backbone

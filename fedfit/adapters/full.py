@@ -27,4 +27,4 @@ class FullFineTune(Adapter):
         return self
 
     def reset(self) -> None:
-        self.load_state_arrays({f"body.{k}": v.numpy() for k, v in self._initial.items()})
+        self.load_state_arrays({f"body.{k}": v.cpu().numpy() for k, v in self._initial.items()})
