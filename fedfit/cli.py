@@ -81,6 +81,33 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """One run's efficiency on this machine (strategies.bench): table on stdout, report in --out (JSON).
+    Exit 0 whether or not the targets are met; 2: bad options (before any work); 3: client messages
+    failed during the federation (report written); 4: the federation could not go on."""
+    from fedfit.config import load_config
+    from strategies.bench import format_table, run_bench
+    from strategies.loop import FederationError
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        report = run_bench(cfg, out=args.out, rounds=args.rounds, ray=not args.no_ray, clients=args.clients,
+                           keep_run=args.keep_run, verbose=args.verbose)
+    except FederationError as e:
+        print(f"fedfit: error: {e}", file=sys.stderr)
+        return 4
+    print()
+    print(format_table(report))
+    print(f"report: {args.out}" + (f"; run directory: {report['run_dir']}" if report["run_dir"] else ""))
+    failures = report["federation"]["failures"]
+    if failures:
+        first = (report["federation"]["first_failure"] or {}).get("reason")
+        print(f"fedfit: {failures} client messages failed during the federation (first: {first}); its figures "
+              f"are not a clean measurement", file=sys.stderr)
+        return 3
+    return 0
+
+
 def resume_config(run_dir: str, config: str | None, overrides: list[str]) -> dict:
     """The options a run was started with (its config.json), for ``--resume``; changing them is refused."""
     import json
@@ -289,6 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue this run after its last complete round (its own options)")
     s.add_argument("--overwrite", action="store_true", help="start the run again over existing results")
     s.set_defaults(fn=_simulate)
+
+    b = sub.add_parser("bench", help="one run's efficiency on this machine: bare model vs clients vs rounds, "
+                                     "bytes, peak memory, Ray start-up (table + JSON)")
+    b.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
+    b.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset=openclipart image_size=96")
+    b.add_argument("--out", default="bench.json", help="the report (JSON; default: ./bench.json)")
+    b.add_argument("--rounds", type=int, default=3, help="federated rounds to time (default 3; round 0 not counted)")
+    b.add_argument("--clients", type=int, default=3, help="clients timed through ClientWork (default 3)")
+    b.add_argument("--no-ray", action="store_true", help="skip the Ray start-up measurement (recorded as null)")
+    b.add_argument("--keep-run", action="store_true",
+                   help="keep the federation's run directory (a new folder next to --out); default: a temporary one")
+    b.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    b.set_defaults(fn=_bench)
 
     sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots")
     sw.add_argument("file")
