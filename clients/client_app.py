@@ -30,7 +30,7 @@ from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
 
 _WORK: dict[tuple, ClientWork] = {}
-_WORK_MAX = 4  # ClientWork objects hold one client's images; the model itself is shared per process
+_WORK_MAX = 32  # ClientWork objects hold one client's images (~2 MB at 96 px); the model is shared per process
 
 
 def run_config(context: Context, bound: dict[str, Any] | None) -> dict[str, Any]:

@@ -146,7 +146,8 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["adapter"] == "film" or cfg["method"] in ("fit", "local-only"),
          f"method = {cfg['method']} fixes what is trained: adapter = {cfg['adapter']} needs method = fit or local-only")
     need(cfg["history"] >= -1, "history must be >= 0 images per class, or -1 (5 with adapter = iciia)")
-    need(cfg["iciia_partitions"] >= 1, "iciia_partitions must be >= 1")
+    need(cfg["iciia_partitions"] >= 1 and cfg["case_linear_steps"] >= 0,
+         "iciia_partitions must be >= 1 and case_linear_steps >= 0")
     need(not (cfg["adapter"] == "iciia" and cfg["history"] == 0),
          "adapter = iciia attends over each client's unlabelled history: set history >= 1 (or -1)")
     choose("head", HEADS.names() + ["auto"])

@@ -48,7 +48,12 @@ def adapter_name(cfg: dict[str, Any]) -> str:
 
 
 def adapter_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"partitions": cfg["iciia_partitions"]} if adapter_name(cfg) == "iciia" else {}
+    name = adapter_name(cfg)
+    if name == "iciia":
+        return {"partitions": cfg["iciia_partitions"]}
+    if name == "case":
+        return {"linear_steps": cfg["case_linear_steps"]}
+    return {}
 
 
 def history_per_class(cfg: dict[str, Any]) -> int:
@@ -184,6 +189,9 @@ class ClientWork:
         """This client's personal state in the shared model for the work of ``version``: loaded (or
         started afresh: ICIIA's history features from its history images) before, saved after."""
         m = self.model
+        if not (m.adapter.keeps_personal or m.adapter.uses_history):  # FiLM & co.: nothing to load or save
+            yield
+            return
         m.reset_personal()
         own = self.store.get_all(self.pid, PERSONAL, version) if self.store is not None else {}
         if own:

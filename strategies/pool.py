@@ -87,6 +87,8 @@ class RayPoolGrid:
         self.size = max(1, int(workers))
         self.workers = [self._spawn() for _ in range(self.size)]
         self.replaced = 0  # actors replaced (died, or killed at a deadline)
+        self._home: dict[int, int] = {}  # node id -> index of the actor that served it last
+        self._ready = False
 
     def _spawn(self):
         return self._actor.remote(self._app, self._env)
@@ -117,46 +119,50 @@ class RayPoolGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Deliver every message, at most ``size`` at a time; replies received by the deadline (those
-        of clients still working then are dropped, their actors replaced)."""
+        of clients still working then are dropped, their actors replaced). A free actor first takes a
+        message of a client it served before (whose work and features it still has cached)."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
         queue = [m for m in messages if int(m.metadata.dst_node_id) in self.contexts]
         for m in queue:
             m.metadata.__dict__["_message_id"] = str(uuid4())
-        queue.reverse()
+        if not self._ready:  # the actors' own start (process, imports) is not the clients' time
+            self.wait_ready()
+            self._ready = True
         deadline = None if timeout is None else time.monotonic() + timeout
-        free, running, replies = list(self.workers), {}, []
+        free, running, replies = list(range(len(self.workers))), {}, []
         while queue or running:
             while free and queue:
-                msg = queue.pop()
-                worker = free.pop()
+                i = free.pop()
+                j = next((k for k, m in enumerate(queue) if self._home.get(int(m.metadata.dst_node_id)) == i), 0)
+                msg = queue.pop(j)
                 node = int(msg.metadata.dst_node_id)
-                ref = worker.run.remote(message_to_proto(msg).SerializeToString(),
-                                        context_to_proto(self.contexts[node]).SerializeToString())
-                running[ref] = (worker, msg)
+                self._home[node] = i
+                ref = self.workers[i].run.remote(message_to_proto(msg).SerializeToString(),
+                                                 context_to_proto(self.contexts[node]).SerializeToString())
+                running[ref] = (i, msg)
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=wait)
             for ref in ready:
-                worker, msg = running.pop(ref)
+                i, msg = running.pop(ref)
                 try:
                     out, ctx = ray.get(ref)
                 except RayActorError as e:  # the client's process died: answer for it, start a new actor
                     replies.append(_error(msg, ErrorCode.CLIENT_APP_CRASHED,
                                           f"client process died ({_first_line(e)})"))
-                    worker = self._replace(worker)
+                    self.workers[i] = self._replace(self.workers[i])
                 except RayTaskError as e:
                     replies.append(_error(msg, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, _first_line(e)))
                 else:
                     reply = message_from_proto(ProtoMessage.FromString(out))
                     self.contexts[int(msg.metadata.dst_node_id)] = context_from_proto(ProtoContext.FromString(ctx))
                     replies.append(reply)
-                free.append(worker)
-        for worker, _ in running.values():  # past the deadline: these clients time out, their actors go
-            free.append(self._replace(worker))
-        self.workers = free  # every actor is idle again (or new)
+                free.append(i)
+        for i, _ in running.values():  # past the deadline: these clients time out, their actors go
+            self.workers[i] = self._replace(self.workers[i])
         return replies
 
     def shutdown(self) -> None:

@@ -10,7 +10,8 @@ from fedfit.config import load_config
 from fedfit.federated import PERSONAL, ClientWork, initial_state, shared_model
 
 BASE = {"dataset": "digits", "image_size": 32, "num_clients": 3, "clients_per_round": 2, "rounds": 1,
-        "local_steps": 2, "queries": 5, "new_users": 1, "device": "cpu", "global_eval": False}
+        "local_steps": 2, "queries": 5, "new_users": 1, "device": "cpu", "global_eval": False,
+        "case_linear_steps": 50}
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +85,7 @@ def test_personal_state_is_never_on_the_wire(tmp_path):
     from strategies.inline import InlineGrid
     from strategies.loop import run_federation
 
-    cfg = load_config(overrides={**BASE, "adapter": "case", "rounds": 2, "out_dir": str(tmp_path), "name": "wire",
+    cfg = load_config(overrides={**BASE, "adapter": "case", "out_dir": str(tmp_path), "name": "wire",
                                  "global_eval": True})
     sent = []
 

@@ -17,7 +17,7 @@ FEDFIT = str(Path(sys.executable).with_name("fedfit"))
 # FedAdam (server moments) + top-k with error feedback (a residual per client) + local state files:
 # everything a checkpoint must carry. The in-process engine keeps the test fast; the checkpoint and
 # resume code are the same for every engine.
-OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=4", "clients_per_round=2", "rounds=4",
+OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=4", "clients_per_round=2", "rounds=3",
            "local_steps=2", "queries=5", "new_users=1", "strategy=fedadam", "codec_up=topk:0.1", "delta=true",
            "global_eval=false"]
 
@@ -60,7 +60,7 @@ def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_p
     resumed = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     a, b = _rounds(tmp_path / "whole"), _rounds(run)
-    assert [r["round"] for r in b] == [0, 1, 2, 3, 4]
+    assert [r["round"] for r in b] == [0, 1, 2, 3]
     assert _timeless(a) == _timeless(b)  # same process lifetime per run: even wire sizes agree
     x, y = np.load(tmp_path / "whole" / "final_state.npz"), np.load(run / "final_state.npz")
     assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
@@ -72,12 +72,12 @@ def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path):
     run = tmp_path / "k"
     rng = np.random.default_rng(7)
     _kill_after([*OPTIONS, out, "name=k"], run, lambda d: (d / "rounds.jsonl").is_file())  # first: right away
-    for _ in range(3):  # then at random moments of resumed runs
+    for _ in range(2):  # then at random moments of resumed runs
         start = time.monotonic()
-        delay = float(rng.uniform(1, 8))
+        delay = float(rng.uniform(1, 6))
         _kill_after(["--resume", str(run)], run, lambda d, s=start, w=delay: time.monotonic() - s > w)
         done = len(_rounds(run)) if holds_results(run) else 0
-        assert done <= 5
+        assert done <= 4
     final = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert _timeless(_rounds(run)) == _timeless(_rounds(tmp_path / "whole"))

@@ -58,6 +58,7 @@ class Adapter(nn.Module):
     name = "adapter"
     has_task_phase = False   # True: ``begin_task`` reads the context (FewShotModel.task preprocesses it)
     uses_history = False     # True: ``set_history`` keeps the client's unlabelled history features
+    keeps_personal = False   # True: the adapter has personal state to keep per client across rounds
 
     def attach(self, backbone: nn.Module) -> "Adapter":
         raise NotImplementedError

@@ -116,6 +116,7 @@ class CaSE(Adapter):
 
     name = "case"
     has_task_phase = True
+    keeps_personal = True    # UpperCaSE's linear head
 
     def __init__(self, reduction: int = 64, min_units: int = 16, linear_steps: int = 500,
                  linear_batch: int = 128, seed: int = 0):

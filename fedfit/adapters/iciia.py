@@ -180,6 +180,7 @@ class ICIIA(Adapter):
 
     name = "iciia"
     uses_history = True
+    keeps_personal = True    # the history features
 
     def __init__(self, partitions: int = 256, layers: int = 1, heads: int = 4, dropout: float = 0.1,
                  zero_init: bool = True, seed: int = 0):
