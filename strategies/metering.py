@@ -19,7 +19,8 @@ from flwr.app import ArrayRecord, Message
 from flwr.app.message import remove_content_from_message
 from flwr.common.serde import message_to_proto
 from flwr.proto.message_pb2 import ObjectTree
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+from flwr.supercore.inflatable.inflatable_object import (get_all_nested_objects, get_object_tree,
+                                                        no_object_id_recompute)
 
 
 def wire_bytes(msg: Message, shared: dict | None = None) -> int:
@@ -110,9 +111,10 @@ class MeteredGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         kinds, shared = {}, {}  # shared: one RecordDict sent to many clients is sized once
-        for m in messages:
-            kinds[m.metadata.dst_node_id] = self._kind(m)
-            self.meter.add("down", m, kinds[m.metadata.dst_node_id], shared)
+        with no_object_id_recompute():  # ... and hashed once (Flower's own switch for this)
+            for m in messages:
+                kinds[m.metadata.dst_node_id] = self._kind(m)
+                self.meter.add("down", m, kinds[m.metadata.dst_node_id], shared)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         for r in replies:
             self.meter.add("up", r, kinds.get(r.metadata.src_node_id, r.metadata.message_type))

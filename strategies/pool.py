@@ -72,9 +72,9 @@ class RayPoolGrid:
             TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
         rng = random.Random(node_seed)
         self.nodes = [rng.getrandbits(63) + 1 for _ in range(partitions)]
-        self.contexts = {n: Context(run_id=1, node_id=n, node_config={"partition-id": p, "num-partitions": partitions},
-                                    state=RecordDict(), run_config=dict(run_config or {}))
-                         for p, n in enumerate(self.nodes)}
+        self._partition = {n: p for p, n in enumerate(self.nodes)}
+        self._run_config = dict(run_config or {})
+        self.contexts: dict[int, Context] = {}  # made when a node gets its first message (1M nodes: cheap)
         self._actor = ray.remote(_Worker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
                                                   max_concurrency=1)
         self._app = cloudpickle.dumps(client_app)
@@ -115,7 +115,14 @@ class RayPoolGrid:
 
     def node_partitions(self) -> dict[int, int]:
         """node id -> partition id, as this engine placed them (no "hello" exchange needed)."""
-        return {n: int(c.node_config.get("partition-id", -1)) for n, c in self.contexts.items()}
+        return dict(self._partition)
+
+    def _context(self, node: int) -> Context:
+        if node not in self.contexts:
+            self.contexts[node] = Context(run_id=1, node_id=node, node_config={
+                "partition-id": self._partition[node], "num-partitions": len(self.nodes)}, state=RecordDict(),
+                run_config=dict(self._run_config))
+        return self.contexts[node]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Deliver every message, at most ``size`` at a time; replies received by the deadline (those
@@ -124,7 +131,7 @@ class RayPoolGrid:
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        queue = [m for m in messages if int(m.metadata.dst_node_id) in self.contexts]
+        queue = [m for m in messages if int(m.metadata.dst_node_id) in self._partition]
         for m in queue:
             m.metadata.__dict__["_message_id"] = str(uuid4())
         if not self._ready:  # the actors' own start (process, imports) is not the clients' time
@@ -140,7 +147,7 @@ class RayPoolGrid:
                 node = int(msg.metadata.dst_node_id)
                 self._home[node] = i
                 ref = self.workers[i].run.remote(message_to_proto(msg).SerializeToString(),
-                                                 context_to_proto(self.contexts[node]).SerializeToString())
+                                                 context_to_proto(self._context(node)).SerializeToString())
                 running[ref] = (i, msg)
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
