@@ -59,7 +59,7 @@ def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
     if key not in _WORK:
         while len(_WORK) >= _WORK_MAX:
             _WORK.pop(next(iter(_WORK)))
-        _WORK[key] = ClientWork(cfg, pid, store=client_store(cfg, context))
+        _WORK[key] = ClientWork(cfg, pid, store=lambda: client_store(cfg, context))  # opened when needed
     return _WORK[key]
 
 

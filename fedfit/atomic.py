@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -25,16 +26,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (see module docstring)."""
+def write(path: str | Path, writer: Callable[[BinaryIO], None], mode: int | None = None) -> None:
+    """Replace ``path`` atomically with what ``writer(file)`` writes (see module docstring);
+    ``mode``: its permission bits (a temporary file is private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            writer(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -43,6 +47,11 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    write(path, lambda f: f.write(data))
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -19,6 +19,7 @@ import io
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,20 @@ class ClientStateStore:
         self._db = sqlite3.connect(str(self.path), timeout=120.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout = 120000")
+            # several processes may open the file at the same moment: switching it to WAL takes an
+            # exclusive lock that the busy timeout does not wait for, so retry that part
+            for attempt in range(60):
+                try:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("CREATE TABLE IF NOT EXISTS state (partition INTEGER, key TEXT, "
+                                     "version INTEGER, data BLOB, PRIMARY KEY (partition, key, version))")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or attempt == 59:
+                        raise
+                    time.sleep(0.05 * (1 + attempt % 10))
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS state (partition INTEGER, key TEXT, version INTEGER, "
-                             "data BLOB, PRIMARY KEY (partition, key, version))")
 
     def get(self, partition: int, key: str, below: int) -> np.ndarray | None:
         """The newest array of (partition, key) with a version < ``below``, or None."""

@@ -165,11 +165,18 @@ class ClientWork:
     state lives between rounds (``fedfit.client_state``; None: nothing persists, each piece of work
     starts the personal state afresh). ``version``: of the work in progress (reads below it, writes it)."""
 
-    def __init__(self, cfg: dict[str, Any], partition_id: int, store: ClientStateStore | None = None):
+    def __init__(self, cfg: dict[str, Any], partition_id: int,
+                 store: ClientStateStore | Callable[[], ClientStateStore] | None = None):
         self.cfg, self.pid, self.data = cfg, partition_id, client_data(cfg, partition_id)
         self.model = shared_model(cfg)
         self.layout = Layout.of(self.model.state_arrays())
-        self.store = store
+        self._store = store  # a store, or a function that opens it when first needed
+
+    @property
+    def store(self) -> ClientStateStore | None:
+        if callable(self._store) and not isinstance(self._store, ClientStateStore):
+            self._store = self._store()
+        return self._store
 
     @property
     def fingerprint(self) -> int:

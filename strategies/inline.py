@@ -3,8 +3,9 @@
 For tests and debugging of the server side without Ray or a SuperLink: every message is copied (as a
 transport would: the client cannot touch the server's objects, nor the server the client's), given a
 message id, handed to the ClientApp with that node's ``Context`` (node config with ``partition-id``,
-state kept across messages as Flower keeps it), and the reply copied back. Node ids are random 64-bit
-numbers, as Flower draws them (``node_seed`` fixes them for a test that needs to).
+state kept across messages as Flower keeps it), and the reply copied back. Node ids are random, as
+Flower draws them (``node_seed`` fixes them for a test that needs to), from [2^62, 2^63): every id
+has the same serialized length, so wire bytes do not depend on the draw.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class InlineGrid:
         rng = random.Random(node_seed)
         self.app, self.hook, self.delay = client_app, hook, delay
         configs = node_configs or [{"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)]
-        self.nodes = [rng.getrandbits(63) + 1 for _ in configs]
+        self.nodes = [(1 << 62) + rng.getrandbits(62) for _ in configs]
         self.contexts = {n: Context(run_id=1, node_id=n, node_config=dict(c), state=RecordDict(),
                                     run_config=dict(run_config or {})) for n, c in zip(self.nodes, configs)}
         self.delivered = 0

@@ -57,8 +57,9 @@ class _Worker:
 
 
 class RayPoolGrid:
-    """Nodes 0..partitions-1 (node ids random 64-bit numbers, as Flower draws them), served by
-    ``workers`` actors (default: as many as the cluster's CPUs / GPUs allow)."""
+    """Nodes 0..partitions-1 served by ``workers`` actors (default: as many as the cluster's CPUs / GPUs
+    allow). Node ids are random, as Flower draws them, but all from [2^62, 2^63): every id has the
+    same serialized length, so the wire bytes of two runs agree to the byte."""
 
     def __init__(self, client_app, partitions: int, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  workers: int | None = None, env: dict[str, str] | None = None,
@@ -71,7 +72,7 @@ class RayPoolGrid:
         if not getattr(TaskIdentity, "_run_id", None):  # what a Flower process sets before messages exist
             TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
         rng = random.Random(node_seed)
-        self.nodes = [rng.getrandbits(63) + 1 for _ in range(partitions)]
+        self.nodes = [(1 << 62) + rng.getrandbits(62) for _ in range(partitions)]
         self._partition = {n: p for p, n in enumerate(self.nodes)}
         self._run_config = dict(run_config or {})
         self.contexts: dict[int, Context] = {}  # made when a node gets its first message (1M nodes: cheap)

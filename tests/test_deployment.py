@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent        # the venv's bin: flower-superlink, flower-supernode, flwr
 MARK = "FEDFIT_DEPLOY_TEST"
 RUN_CONFIG = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 2, "rounds": 2,
-              "local_steps": 2, "queries": 5, "eval_clients": 0, "global_eval": False, "name": "deploy",
-              "timeout_s": 300}
+              "new_users": 0, "local_steps": 2, "queries": 5, "eval_clients": 0, "global_eval": False,
+              "name": "deploy", "timeout_s": 300}
 
 needs_flower_bins = pytest.mark.skipif(
     not all((BIN / b).exists() for b in ("flower-superlink", "flower-supernode", "flwr")) or not os.path.isdir("/proc"),

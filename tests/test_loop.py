@@ -11,6 +11,7 @@ from fedfit.config import load_config
 from fedfit.layout import Layout
 from strategies.inline import InlineGrid
 from strategies.loop import FederationError, run_federation
+from tests.runs import timeless
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +44,6 @@ def _rounds(cfg):
                                     open(f"{cfg['out_dir']}/{cfg['name']}/rounds.jsonl")).read().splitlines()]
 
 
-def _timeless(obj):
-    """A record without wall-clock fields (and wire sizes, which vary by the length of Flower's random ids)."""
-    if isinstance(obj, dict):
-        return {k: _timeless(v) for k, v in obj.items() if "seconds" not in k and "wire" not in k}
-    if isinstance(obj, list):
-        return [_timeless(v) for v in obj]
-    return obj
 
 
 def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
@@ -58,10 +52,10 @@ def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
     b = {**a, "name": "b"}
     _run(b, node_seed=2)  # other node ids, other node order
     ra, rb = _rounds(a), _rounds(b)
-    assert _timeless(ra) == _timeless(rb)
+    assert timeless(ra) == timeless(rb)
     assert ra[1]["trained"] == rb[1]["trained"] and set(ra[1]["per_client"]) == {str(p) for p in range(14)}
     assert ra[1]["new_users"] == 10 and ra[1]["new_acc_mean"] is not None  # digits leaves room for 10 new users
-    assert all(abs(x[k] - y[k]) <= 16 for x, y in zip(ra, rb) for k in x if k.endswith("_wire"))
+    assert all(x[k] == y[k] for x, y in zip(ra, rb) for k in x if k.endswith("_wire"))  # to the byte
     c = {**a, "name": "c", "seed": 1}
     _run(c, node_seed=1)
     rc = _rounds(c)

@@ -12,6 +12,8 @@ import pytest
 
 from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
 from fedfit.results import RoundRecord, RunWriter, holds_results
+from tests.runs import rounds as _rounds
+from tests.runs import timeless
 
 FEDFIT = str(Path(sys.executable).with_name("fedfit"))
 # FedAdam (server moments) + top-k with error feedback (a residual per client) + local state files:
@@ -22,16 +24,8 @@ OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=4", 
            "global_eval=false"]
 
 
-def _rounds(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
 
 
-def _timeless(obj):
-    if isinstance(obj, dict):
-        return {k: _timeless(v) for k, v in obj.items() if "seconds" not in k}
-    if isinstance(obj, list):
-        return [_timeless(v) for v in obj]
-    return obj
 
 
 def _kill_after(args: list[str], run: Path, predicate, timeout: float = 300) -> None:
@@ -61,7 +55,7 @@ def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_p
     assert resumed.returncode == 0, resumed.stderr
     a, b = _rounds(tmp_path / "whole"), _rounds(run)
     assert [r["round"] for r in b] == [0, 1, 2, 3]
-    assert _timeless(a) == _timeless(b)  # same process lifetime per run: even wire sizes agree
+    assert timeless(a) == timeless(b)  # same process lifetime per run: even wire sizes agree
     x, y = np.load(tmp_path / "whole" / "final_state.npz"), np.load(run / "final_state.npz")
     assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
 
@@ -80,7 +74,7 @@ def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path):
         assert done <= 4
     final = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert _timeless(_rounds(run)) == _timeless(_rounds(tmp_path / "whole"))
+    assert timeless(_rounds(run)) == timeless(_rounds(tmp_path / "whole"))
 
 
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):

@@ -17,13 +17,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from fedfit import atomic
 
 from .base import ImageSet
 
@@ -52,21 +53,7 @@ def _paths(stem: Path) -> tuple[Path, Path]:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic.write(path, write, mode=0o644)  # readable by all: the cache may be shared
 
 
 def save(stem: Path, data: ImageSet) -> None:

@@ -1,0 +1,19 @@
+"""Reading run directories in tests."""
+import json
+from pathlib import Path
+
+
+def rounds(run: str | Path) -> list[dict]:
+    """The round records of a run directory."""
+    return [json.loads(x) for x in (Path(run) / "rounds.jsonl").read_text().splitlines()]
+
+
+def timeless(obj, wire: bool = True):
+    """Records without wall-clock fields ("seconds"), and without wire sizes unless ``wire`` (Flower's
+    own engine draws node ids whose serialized length varies, a byte or two per message)."""
+    if isinstance(obj, dict):
+        return {k: timeless(v, wire) for k, v in obj.items()
+                if "seconds" not in k and (wire or "wire" not in k)}
+    if isinstance(obj, list):
+        return [timeless(v, wire) for v in obj]
+    return obj
