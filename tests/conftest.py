@@ -48,6 +48,7 @@ def ray_head(tmp_path_factory):
     if p.returncode != 0:
         procs.stop(started)
         pytest.fail(f"ray start --head failed: {p.stderr[-2000:]}")
+    mine = {p for p in started if str(temp) in procs.cmdline(p)} or started  # this head's own processes
     yield f"127.0.0.1:{port}"
-    left = procs.stop(started | (procs.ray_pids() - before))
+    left = procs.stop(mine)  # and, through the process tree, every worker its raylet started
     assert not left, f"Ray processes left running: {left}"
