@@ -212,6 +212,29 @@ def client_throughput(cfg: dict[str, Any], clients: int = 3, server_round: int =
             "eval_images_per_s": ratio(eval_images, eval_seconds), "per_client": per_client}
 
 
+def paired_train_vs_bare(cfg: dict[str, Any], pairs: int = 5, device: str | None = None) -> dict[str, Any]:
+    """``train_vs_bare`` robust to a machine whose speed drifts (shared cores, turbo, other jobs):
+    ``pairs`` times, one bare forward+backward run and, right after, one client's real training
+    (``ClientWork.train`` of clients 0, 1, ... from the initial state) of about the same length; the
+    ratio of each pair, and their median (the figure reported). Images/s as in ``bare_throughput``."""
+    from fedfit.federated import ClientWork, initial_state
+
+    _, flat = initial_state(cfg)
+    n = max(1, min(pairs, cfg["num_clients"]))
+    ClientWork(cfg, 0).train(flat, 1, steps=min(2, cfg["local_steps"]))  # a warm process, as in the pool
+    out = []
+    for i in range(max(1, pairs)):
+        work = ClientWork(cfg, i % n)
+        _, m = work.train(flat, 1)
+        client = m["train_images"] / m["train_seconds"] if m["train_seconds"] > 0 else None
+        bare = bare_throughput(cfg, device=device, repeats=1, warmup=1,
+                               repeat_seconds=max(0.5, float(m["train_seconds"])))["forward_backward_images_per_s"]
+        out.append({"client_images_per_s": client, "bare_images_per_s": bare, "ratio": ratio(client, bare)})
+    ratios = [x["ratio"] for x in out if x["ratio"] is not None]
+    return {"pairs": out, "train_vs_bare": statistics.median(ratios) if ratios else None,
+            "ratio_min": min(ratios) if ratios else None, "ratio_max": max(ratios) if ratios else None}
+
+
 # --- (c), (f) from rounds.jsonl -----------------------------------------------------------------
 
 def client_compute_seconds(record: dict[str, Any]) -> float:

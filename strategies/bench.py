@@ -6,7 +6,8 @@ For the options given (``fedfit/defaults.toml`` <- ``--config`` <- ``key=value``
 (a) ``bare``: the run's backbone + adapter in a plain loop (``fedfit.bench_core.bare_throughput``),
     forward and forward+backward images/s, at one client's torch threads (``num_cpus``) and device;
 (b) ``clients``: ``ClientWork.train`` / ``.evaluate`` images/s (``bench_core.client_throughput``);
-    ``train_vs_bare`` = (b) training images/s / (a) forward+backward images/s;
+    ``train_vs_bare`` = (b) training images/s / (a) forward+backward images/s, the median over pairs of
+    a bare run and a client's training measured right after it (``bench_core.paired_train_vs_bare``);
 (d) ``ray_startup``: ``ray.init`` of a local Ray with the run's resources (as ``simulate`` starts it)
     plus fedfit's actor pool until every actor answered (``RayPoolGrid.wait_ready``); everything
     started is stopped, leftovers by process id. Skipped with ``ray_startup=False`` (null);
@@ -269,6 +270,8 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
         progress("fedfit bench: (b) ClientWork.train / .evaluate")
         sampler.phase("clients")
         report["clients"] = core.client_throughput({**cfg, "device": device}, clients=clients)
+        progress("fedfit bench: (a/b) paired: bare run, then a client's training, repeated")
+        report["paired"] = core.paired_train_vs_bare({**cfg, "device": device}, device=device)
         report["ray_startup"] = None
         if ray:
             progress("fedfit bench: (d) Ray start-up")
@@ -291,7 +294,7 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
     report["run_dir"] = str(run_root / "bench") if keep_run else None
     fed, bare, cl = report["federation"], report["bare"], report["clients"]
     report.update(
-        train_vs_bare=core.ratio(cl["train_images_per_s"], bare["forward_backward_images_per_s"]),
+        train_vs_bare=report["paired"]["train_vs_bare"],
         round_vs_compute=fed["round_vs_compute"], wire_vs_payload=fed["wire"]["wire_vs_payload"],
         wire_vs_payload_up=fed["wire"]["wire_vs_payload_up"], wire_vs_payload_down=fed["wire"]["wire_vs_payload_down"],
         peak_pss_bytes=report["memory"]["peak_pss_bytes"],
@@ -330,7 +333,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("bare forward+backward", _num(bare["forward_backward_images_per_s"], ".1f"), "images/s", "", ""),
         ("client training (ClientWork.train)", _num(cl["train_images_per_s"], ".1f"), "images/s", "", ""),
         ("client evaluation (ClientWork.evaluate)", _num(cl["eval_images_per_s"], ".1f"), "images/s", "", ""),
-        ("train_vs_bare", _num(r["train_vs_bare"]), "ratio", *verdict("train_vs_bare")),
+        ("train_vs_bare (median of paired runs)", _num(r["train_vs_bare"]), "ratio", *verdict("train_vs_bare")),
         ("round wall time (median, rounds >= 1)", _num(fed["seconds_median"]), "s", "", ""),
         (f"client compute / {fed['workers']} workers (median)", _num(fed["ideal_s_median"]), "s", "", ""),
         ("  inside exchanges (engine, median)", _num(fed.get("engine_s_median")), "s", "", ""),

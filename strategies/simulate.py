@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -85,7 +87,8 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
                   "MKL_NUM_THREADS": threads}
     init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
                 log_to_driver=verbose, runtime_env={"env_vars": worker_env})
-    _start_ray(ray, cfg, init)
+    private = None if cfg["ray_address"] else tempfile.mkdtemp(prefix="fedfit-ray-", dir="/tmp")
+    _start_ray(ray, cfg, {**init, "_temp_dir": private} if private else init)
     try:
         res = ray.cluster_resources()
         check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
@@ -103,11 +106,15 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
     finally:
         if ray.is_initialized():
             ray.shutdown()
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2) -> None:
     """Start (or join) Ray; a start-up that times out (a busy machine) is retried once, then a
-    one-line RuntimeError."""
+    one-line RuntimeError. A local Ray gets a private temporary folder (``_temp_dir``): another
+    program's ``ray.init()`` on this machine then cannot find it and attach to it (which it does
+    through Ray's shared /tmp/ray otherwise, and then its shutdown can take fedfit's Ray down)."""
     import torch
 
     for attempt in range(attempts):
