@@ -41,15 +41,15 @@ def test_a_client_that_raises_one_that_dies_and_one_too_slow_are_counted_and_the
 def test_simulated_dropouts_and_stragglers_are_seeded_and_counted_apart(tmp_path):
     from strategies.simulate import simulate
 
-    opts = {**BASE, "num_clients": 6, "clients_per_round": 6, "rounds": 2, "engine": "inline", "dropout": 0.5,
-            "out_dir": str(tmp_path)}
+    opts = {**BASE, "num_clients": 4, "clients_per_round": 4, "rounds": 2, "engine": "inline", "dropout": 0.5,
+            "out_dir": str(tmp_path), "local_steps": 1}
     s1 = simulate(load_config(overrides={**opts, "name": "d1"}))
     s2 = simulate(load_config(overrides={**opts, "name": "d2"}))
     r1, r2 = _rounds(tmp_path / "d1"), _rounds(tmp_path / "d2")
     drops = [[f["client"] for f in r["failures"] if f["kind"] == "dropout"] for r in r1]
     assert drops == [[f["client"] for f in r["failures"] if f["kind"] == "dropout"] for r in r2]  # seeded
     assert sum(map(len, drops)) > 0 and all(r["failed"] == 0 for r in r1)  # injected: not failures
-    assert r1[1]["clients"] == 6 - len(drops[1])
+    assert r1[1]["clients"] == 4 - len(drops[1])
     cfg = load_config(overrides={**opts, "dropout": 0.0, "straggler": 0.3, "straggler_delay_s": 2.0})
     delays = [fault_draw(cfg, r, p)[1] for r in range(1, 20) for p in range(6)]
     assert set(delays) == {0.0, 2.0} and 0.15 < np.mean([d > 0 for d in delays]) < 0.45

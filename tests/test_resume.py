@@ -41,10 +41,17 @@ def _kill_after(args: list[str], run: Path, predicate, timeout: float = 300) -> 
         p.wait()
 
 
-def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_path):
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> Path:
+    """The uninterrupted run both kill tests compare with."""
+    out = tmp_path_factory.mktemp("whole")
+    p = subprocess.run([FEDFIT, "simulate", *OPTIONS, f"out_dir={out}", "name=whole"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return out / "whole"
+
+
+def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_path, whole):
     out = f"out_dir={tmp_path}"
-    whole = subprocess.run([FEDFIT, "simulate", *OPTIONS, out, "name=whole"], capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
     run = tmp_path / "killed"
     _kill_after([*OPTIONS, out, "name=killed"], run,
                 lambda d: (d / "rounds.jsonl").is_file() and '"round": 2,' in (d / "rounds.jsonl").read_text())
@@ -53,28 +60,22 @@ def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_p
     assert again.returncode == 2 and "--resume" in again.stderr and "--overwrite" in again.stderr
     resumed = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a, b = _rounds(tmp_path / "whole"), _rounds(run)
+    a, b = _rounds(whole), _rounds(run)
     assert [r["round"] for r in b] == [0, 1, 2, 3]
-    assert timeless(a) == timeless(b)  # same process lifetime per run: even wire sizes agree
-    x, y = np.load(tmp_path / "whole" / "final_state.npz"), np.load(run / "final_state.npz")
+    assert timeless(a) == timeless(b)  # wire sizes included: fedfit's engines reproduce them to the byte
+    x, y = np.load(whole / "final_state.npz"), np.load(run / "final_state.npz")
     assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
 
 
-def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path):
-    out = f"out_dir={tmp_path}"
-    subprocess.run([FEDFIT, "simulate", *OPTIONS, out, "name=whole"], check=True, capture_output=True)
+def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path, whole):
     run = tmp_path / "k"
-    rng = np.random.default_rng(7)
-    _kill_after([*OPTIONS, out, "name=k"], run, lambda d: (d / "rounds.jsonl").is_file())  # first: right away
-    for _ in range(2):  # then at random moments of resumed runs
-        start = time.monotonic()
-        delay = float(rng.uniform(1, 6))
-        _kill_after(["--resume", str(run)], run, lambda d, s=start, w=delay: time.monotonic() - s > w)
-        done = len(_rounds(run)) if holds_results(run) else 0
-        assert done <= 4
+    _kill_after([*OPTIONS, f"out_dir={tmp_path}", "name=k"], run, lambda d: (d / "rounds.jsonl").is_file())
+    start, delay = time.monotonic(), float(np.random.default_rng(7).uniform(1, 6))  # then at a random moment
+    _kill_after(["--resume", str(run)], run, lambda d: time.monotonic() - start > delay)
+    assert (len(_rounds(run)) if holds_results(run) else 0) <= 4
     final = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert timeless(_rounds(run)) == timeless(_rounds(tmp_path / "whole"))
+    assert timeless(_rounds(run)) == timeless(_rounds(whole))
 
 
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
