@@ -61,6 +61,7 @@ def run_fewshot(model: FewShotModel, data: ImageSet, way: int, shot: int, query:
     for t in range(tasks):
         task = sample_task(data, way, shot, query, rng)
         model.adapter.reset()
+        model.reset_personal()  # every task starts afresh (e.g. UpperCaSE's head)
         t0 = time.perf_counter()
         for h in heads:
             model.head = _head(h, shot, temperature).to(device)
@@ -78,6 +79,7 @@ def run_fewshot(model: FewShotModel, data: ImageSet, way: int, shot: int, query:
         if progress:
             progress(t + 1, tasks, res)
     model.adapter.reset()
+    model.reset_personal()
     return res
 
 
