@@ -380,11 +380,13 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     assert len(sim) == len(rounds)
     for d, s in zip(rounds, sim):
         assert d["bytes_up_payload"] == s["bytes_up_payload"] and d["bytes_down_payload"] == s["bytes_down_payload"]
-        # wire: only message metadata differs (deployment: 64-character message ids instead of UUIDs, 64-bit
-        # task ids, the SuperLink's `delivered_at` stamp on replies): measured +16 B down, +102 B up per message
+        # wire: only message metadata differs, and Flower sends a message's metadata twice (in the message list
+        # and in the message object). Deployment: 64-bit run and task ids (simulation: 1), 64-character message
+        # ids (simulation: 36-character UUIDs; a reply reaches the server with its own id set). Measured with
+        # flwr 1.41: +42 B down, +166 B up per message.
         for key in ("bytes_up_wire", "bytes_down_wire", "eval_bytes_up_wire", "eval_bytes_down_wire"):
             messages = d["clients"] if key.startswith("bytes") else d["eval_clients"]
-            assert abs(d[key] - s[key]) <= 128 * messages, (key, d[key], s[key])
+            assert abs(d[key] - s[key]) <= 192 * messages, (key, d[key], s[key])
         assert d["acc_mean"] == pytest.approx(s["acc_mean"], abs=0.021)
         if s["train_loss"] is not None:
             assert d["train_loss"] == pytest.approx(s["train_loss"], rel=1e-3)
