@@ -103,7 +103,8 @@ def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], 
 
 def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
     """One row per group of runs differing only by seed: final accuracies (mean, std across seeds),
-    round-0 accuracy, training bytes per client-round (wire, up and down), total bytes."""
+    round-0 accuracy, shared (sent) and personal (kept) numbers per client, training bytes per
+    client-round (wire, up and down), total bytes, seconds per run and per training round (median)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for d in run_dirs:
         if not (d / "summary.json").is_file():
@@ -111,7 +112,8 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
         cfg = json.loads((d / "config.json").read_text())
         rounds = [json.loads(x) for x in (d / "rounds.jsonl").read_text().splitlines() if x.strip()]
         key = "_".join(p for p in cfg["name"].split("_") if not p.startswith("seed=")) or "run"
-        groups.setdefault(key, []).append({"cfg": cfg, "rounds": rounds})
+        summary = json.loads((d / "summary.json").read_text())
+        groups.setdefault(key, []).append({"cfg": cfg, "rounds": rounds, "summary": summary})
     rows = []
     for key, runs in groups.items():
         last = [r["rounds"][-1] for r in runs]
@@ -136,20 +138,26 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
             "down_per_client_round": float(np.mean(down)) if down else 0.0,
             "total_bytes": float(np.mean([x["cum_bytes_wire"] for x in last])),
             "seconds": float(np.mean([sum(x["seconds"] for x in r["rounds"]) for r in runs])),
+            "s_per_round": float(np.median([x["seconds"] for x in trained])) if trained else None,
+            "shared": runs[0]["summary"].get("shared_parameters", runs[0]["cfg"].get("state_size")),
+            "personal": runs[0]["summary"].get("personal_parameters"),
         })
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The ``aggregate`` rows as a Markdown table: accuracies in percent ('n/a' when missing), bytes in
-    decimal units, seconds per run."""
-    header = ["run", "seeds", "round 0 acc (%)", "final acc (%)", "± std over seeds", "new users: round 0 (%)",
-              "new users: final (%)", "global acc (%)", "uplink / client-round", "downlink / client-round",
-              "total training bytes", "s / run"]
+    """The ``aggregate`` rows as a Markdown table: parameter counts (numbers), accuracies in percent
+    ('n/a' when missing), bytes in decimal units, seconds per training round (median) and per run."""
+    header = ["run", "seeds", "shared params", "personal / client", "round 0 acc (%)", "final acc (%)",
+              "± std over seeds", "new users: round 0 (%)", "new users: final (%)", "global acc (%)",
+              "uplink / client-round", "downlink / client-round", "total training bytes", "s / round", "s / run"]
     accs = ("acc0", "acc", "acc_std", "new_acc0", "new_acc", "global_acc")
     sizes = ("up_per_client_round", "down_per_client_round", "total_bytes")
-    cells = [[str(r["group"]), str(r["seeds"]), *(fmt.pct(r[k], "n/a") for k in accs),
-              *(fmt.human_bytes(r[k]) for k in sizes), f"{r['seconds']:.0f}"] for r in rows]
+    count = lambda n: "n/a" if n is None else f"{n:,}"  # noqa: E731
+    cells = [[str(r["group"]), str(r["seeds"]), count(r.get("shared")), count(r.get("personal")),
+              *(fmt.pct(r[k], "n/a") for k in accs), *(fmt.human_bytes(r[k]) for k in sizes),
+              "n/a" if r.get("s_per_round") is None else f"{r['s_per_round']:.1f}", f"{r['seconds']:.0f}"]
+             for r in rows]
     return fmt.markdown_table(header, cells, "l" + "r" * (len(header) - 1))
 
 

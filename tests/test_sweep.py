@@ -36,8 +36,9 @@ def test_bad_experiment_files(tmp_path, text, match):
 def _fake_run(cfg, acc):
     w = RunWriter(f"{cfg['out_dir']}/{cfg['name']}", cfg)
     w.write(RoundRecord(round=0, acc_mean=0.5))
-    w.write(RoundRecord(round=1, clients=2, bytes_up_wire=200, bytes_down_wire=100, cum_bytes_wire=300, acc_mean=acc))
-    w.finish()
+    w.write(RoundRecord(round=1, clients=2, bytes_up_wire=200, bytes_down_wire=100, cum_bytes_wire=300, acc_mean=acc,
+                        seconds=2.0 + cfg["seed"]))
+    w.finish(shared_parameters=20544, personal_parameters=0)
 
 
 def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
@@ -51,7 +52,8 @@ def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
     (row,) = aggregate([Path(c["out_dir"]) / c["name"] for c in cfgs])
     assert row["seeds"] == 3 and row["group"] == "method=fit"
     assert row["acc"] == pytest.approx(0.7) and row["up_per_client_round"] == 100
-    assert "| method=fit | 3 |" in markdown_table([row])
+    assert row["s_per_round"] == pytest.approx(3.0) and row["shared"] == 20544
+    assert "| method=fit | 3 | 20,544 | 0 |" in markdown_table([row]) and "| 3.0 |" in markdown_table([row])
 
 
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
