@@ -237,12 +237,18 @@ class Federation:
     def _report_personal(self, run_dir: Path) -> None:
         """Print what the adapter keeps per client and never sends (read from the clients' state file,
         which in simulation lies in the run directory)."""
+        from fedfit.client_state import open_store
+        from fedfit.federated import PERSONAL, shared_model
+
+        adapter = shared_model(self.cfg).adapter
+        if not (adapter.keeps_personal or adapter.uses_history) and self.cfg["method"] != "local-only":
+            self.personal = 0
+            self.progress(f"fedfit: personal state per client: none ({self.cfg['adapter']} keeps nothing between rounds)")
+            return
         path = run_dir / "clients.sqlite"
-        if not path.is_file():
+        if not path.is_file():  # deployment: the clients' state lies on their own machines
             self.personal = None
             return
-        from fedfit.client_state import open_store
-        from fedfit.federated import PERSONAL
 
         store = open_store(path)
         sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]

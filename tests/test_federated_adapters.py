@@ -23,7 +23,7 @@ def _quiet():
 
 @pytest.mark.parametrize("adapter, shared", [("case", 426_192), ("scale_shift", 3_155_168),
                                              ("scale_shift-kxk", 9_056), ("iciia", 51_200)])
-def test_each_adapter_runs_federated(tmp_path, adapter, shared):
+def test_each_adapter_runs_federated(tmp_path, capsys, adapter, shared):
     from strategies.simulate import simulate
 
     cfg = load_config(overrides={**BASE, "adapter": adapter, "engine": "inline", "out_dir": str(tmp_path),
@@ -39,7 +39,11 @@ def test_each_adapter_runs_federated(tmp_path, adapter, shared):
     if adapter == "iciia":
         assert s["personal_parameters"] == 5 * 5 * 1280  # 5 history images per class, D = 1280 features
     if adapter.startswith("scale_shift"):
-        assert s["personal_parameters"] is None
+        assert s["personal_parameters"] == 0
+    out = capsys.readouterr().out
+    assert f"{shared:,} parameters sent" in out
+    kept = s["personal_parameters"]
+    assert f"personal state per client: {f'{kept:,} numbers' if kept else 'none'}" in out  # printed, as counted
 
 
 def _work(cfg, pid, store):
