@@ -160,7 +160,7 @@ def _sweep(args: argparse.Namespace) -> int:
         failed = []
     dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
     out = Path(configs[0]["out_dir"]) / "plots"
-    figures = plot_runs(dirs, out, title=args.title)
+    figures = plot_runs(dirs, out, title=args.title, merge_seeds=True)  # one line per group: mean over seeds
     table = markdown_table(aggregate(dirs))
     (out / "summary.md").write_text(table + "\n")
     print(table)
@@ -199,7 +199,7 @@ def _plot(args: argparse.Namespace) -> int:
     from fedfit.plot import plot_runs
 
     out = args.out or (args.runs[0] if len(args.runs) == 1 else "plots")
-    for p in plot_runs(args.runs, out, title=args.title):
+    for p in plot_runs(args.runs, out, title=args.title, merge_seeds=args.merge_seeds):
         print(p)
     return 0
 
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default=None, help="output folder (default: the run folder, or ./plots)")
     pl.add_argument("--title", default=None)
+    pl.add_argument("--merge-seeds", action="store_true",
+                    help="one line per group of runs differing only by seed=N (their round-by-round mean)")
     pl.set_defaults(fn=_plot)
 
     d = sub.add_parser("deploy", help="real machines: certificates, SuperNode keys, start commands, Flower's traffic")

@@ -10,13 +10,18 @@
     runs.csv                     one row per run: raw numbers (accuracies as fractions, bytes, seconds)
     runs.md                      the same table for humans (percent, KB/MB/GB)
 
+``merge_seeds=True`` (what ``fedfit sweep`` uses) draws runs whose names differ only by ``seed=N``
+as one line: their round-by-round mean (accuracies, bytes, seconds), labelled with the number of
+seeds; the tables keep one row per run.
+
 Bytes are decimal (1 KB = 1000 bytes). Uses matplotlib's Agg canvas directly (no pyplot, no global
 backend switch), so it is safe to call from servers, tests and notebooks.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +105,42 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     return [RunSummary.of(r, lab) for r, lab in zip(runs, labels)]
 
 
+_SEED = re.compile(r"(^|_)seed=-?\d+(?=_|$)")
+_MEANS = [f.name for f in fields(RoundRecord) if f.type in ("int", "float", "float | None") and f.name != "round"]
+
+
+def seed_group(name: str) -> str:
+    """The run name without its ``seed=N`` part: 'adapter=film_seed=2' -> 'adapter=film'."""
+    return _SEED.sub("", name).strip("_") or "run"
+
+
+def merge_seeds(runs: list[RunSummary]) -> list[RunSummary]:
+    """One RunSummary per group of runs whose names differ only by ``seed=N`` (first-seen order):
+    every numeric field of every round is the mean over the runs that have that round (None where
+    none has a value); a group of one run is returned as it is."""
+    groups: dict[str, list[RunSummary]] = {}
+    for s in runs:
+        groups.setdefault(seed_group(s.run.name), []).append(s)
+    out = []
+    for name, members in groups.items():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        rounds = []
+        for i in range(min(len(m.run.rounds) for m in members)):
+            recs = [m.run.rounds[i] for m in members]
+            means = {}
+            for key in _MEANS:
+                vals = [getattr(r, key) for r in recs if getattr(r, key) is not None]
+                mean = sum(vals) / len(vals) if vals else None
+                means[key] = round(mean) if mean is not None and isinstance(getattr(recs[0], key), int) else mean
+            rounds.append(replace(recs[0], **means, per_client={}, failures=[], trained=[]))
+        first = members[0].run
+        run = Run(first.dir, {**first.config, "name": name}, rounds)
+        out.append(RunSummary.of(run, f"{name} (mean of {len(members)} seeds)"))
+    return out
+
+
 def context_line(runs: list[RunSummary]) -> str:
     """'cifar100 · 5-shot · 100 clients' from config keys shared by all runs (varying ones joined by '/')."""
     parts = []
@@ -111,9 +152,11 @@ def context_line(runs: list[RunSummary]) -> str:
     return " · ".join(parts)
 
 
-def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None) -> list[Path]:
+def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None,
+              merge_seeds: bool = False) -> list[Path]:
     """Write the figures (PNG + SVG) and tables described in the module docstring; return their paths."""
-    runs = load_runs(run_dirs)
+    per_run = load_runs(run_dirs)
+    runs = _merge(per_run) if merge_seeds else per_run
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = context_line(runs)
@@ -136,8 +179,11 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None
                 path = out / f"{stem}.{ext}"
                 fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
                 written.append(path)
-    written += write_tables(runs, out)
+    written += write_tables(per_run, out)
     return written
+
+
+_merge = merge_seeds  # plot_runs' keyword of the same name hides the function
 
 
 # ------------------------------------------------------------------------------------- figures

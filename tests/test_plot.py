@@ -94,3 +94,19 @@ def test_helpers():
     assert human_bytes(2e9) == "2 GB"
     pts = [(10, 0.5), (5, 0.4), (20, 0.45), (30, 0.7), (5, 0.3)]
     assert pareto_front(pts) == [1, 0, 3]
+
+
+def test_runs_differing_only_by_seed_are_drawn_as_their_mean(tmp_path):
+    from fedfit.plot import load_runs, merge_seeds, seed_group
+
+    assert seed_group("adapter=film_seed=2") == "adapter=film" and seed_group("seed=0_codec=int8") == "codec=int8"
+    dirs = [_fake_run(tmp_path / f"s{s}", f"adapter=film_seed={s}", "fp32", 1000 * (s + 1), 0.5 + 0.1 * s, seed=s)
+            for s in (0, 1)] + [_fake_run(tmp_path / "o", "adapter=case_seed=0", "fp32", 10, 0.4)]
+    merged = merge_seeds(load_runs(dirs))
+    assert [m.label for m in merged] == ["adapter=film (mean of 2 seeds)", "adapter=case_seed=0"]
+    film, (a, b) = merged[0].run.rounds, (load_runs(dirs[:1])[0].run.rounds, load_runs(dirs[1:2])[0].run.rounds)
+    assert film[-1].acc_mean == pytest.approx((a[-1].acc_mean + b[-1].acc_mean) / 2)
+    assert film[-1].cum_bytes_wire == (a[-1].cum_bytes_wire + b[-1].cum_bytes_wire) // 2
+    written = plot_runs(dirs, tmp_path / "out", merge_seeds=True)
+    assert sum(1 for line in (tmp_path / "out" / "runs.csv").read_text().splitlines()) == 4  # tables: every run
+    assert all(p.stat().st_size > 0 for p in written)
