@@ -158,6 +158,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
               *(fmt.pct(r[k], "n/a") for k in accs), *(fmt.human_bytes(r[k]) for k in sizes),
               "n/a" if r.get("s_per_round") is None else f"{r['s_per_round']:.1f}", f"{r['seconds']:.0f}"]
              for r in rows]
+    if all(r.get("personal") is None for r in rows):  # not recorded by any run: no column of n/a
+        header.pop(3)
+        cells = [c[:3] + c[4:] for c in cells]
     return fmt.markdown_table(header, cells, "l" + "r" * (len(header) - 1))
 
 
