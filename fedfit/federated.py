@@ -196,7 +196,7 @@ class ClientWork:
         """This client's personal state in the shared model for the work of ``version``: loaded (or
         started afresh: ICIIA's history features from its history images) before, saved after."""
         m = self.model
-        if not (m.adapter.keeps_personal or m.adapter.uses_history):  # FiLM & co.: nothing to load or save
+        if not m.adapter.has_personal_state:  # FiLM & co.: nothing to load or save
             yield
             return
         m.reset_personal()
@@ -213,12 +213,6 @@ class ClientWork:
                     self.store.put_many(self.pid, {PERSONAL + k: v for k, v in mine.items()}, version)
         finally:
             m.reset_personal()  # nothing of this client stays in the shared model
-
-    def personal_size(self) -> int:
-        """Numbers in this client's personal state as last saved (0 without a store or state)."""
-        if self.store is None:
-            return 0
-        return int(sum(a.size for a in self.store.get_all(self.pid, PERSONAL, 1 << 60).values()))
 
     def train(self, flat: np.ndarray, server_round: int, steps: int | None = None,
               prox_mu: float = 0.0) -> tuple[np.ndarray, dict[str, float]]:

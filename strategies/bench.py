@@ -135,32 +135,20 @@ def _stop_leftovers(since: int, wait: float = 10.0) -> list[int]:
     return signalled
 
 
-def _worker_env(cfg: dict[str, Any]) -> dict[str, str]:
-    """The Ray workers' environment, as ``strategies.simulate.simulate`` sets it."""
-    root = str(Path(__file__).resolve().parents[1])
-    threads = str(core.client_threads(cfg))
-    return {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-            "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-
 def ray_startup(cfg: dict[str, Any], partitions: int, since: int, verbose: bool = False) -> dict[str, Any]:
     """Seconds of ``ray.init`` (local Ray with this machine's CPUs and GPUs, or joining ``ray_address``)
     and of fedfit's actor pool until every actor answered; all of it stopped afterwards."""
-    import logging
-
     import ray
     import torch
 
     from clients.client_app import make_client_app
     from strategies.pool import RayPoolGrid
-    from strategies.simulate import _quiet
+    from strategies.simulate import _quiet, ray_options
 
     if ray.is_initialized():
         return {"ray_startup_s": None, "skipped": "Ray was already initialized in this process"}
     _quiet(verbose)
-    env = _worker_env(cfg)
-    init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                log_to_driver=verbose, runtime_env={"env_vars": env})
+    env, init = ray_options(cfg, verbose)  # what `fedfit simulate` starts Ray with
     t0 = time.perf_counter()
     try:
         if cfg["ray_address"]:
@@ -292,7 +280,7 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
     report["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["seconds"] = time.perf_counter() - t0
     report["run_dir"] = str(run_root / "bench") if keep_run else None
-    fed, bare, cl = report["federation"], report["bare"], report["clients"]
+    fed = report["federation"]
     report.update(
         train_vs_bare=report["paired"]["train_vs_bare"],
         round_vs_compute=fed["round_vs_compute"], wire_vs_payload=fed["wire"]["wire_vs_payload"],

@@ -238,12 +238,12 @@ class Federation:
         """Print what the adapter keeps per client and never sends (read from the clients' state file,
         which in simulation lies in the run directory)."""
         from fedfit.client_state import open_store
-        from fedfit.federated import PERSONAL, shared_model
+        from fedfit.federated import PERSONAL, adapter_name, shared_model
 
-        adapter = shared_model(self.cfg).adapter
-        if not (adapter.keeps_personal or adapter.uses_history) and self.cfg["method"] != "local-only":
+        if not shared_model(self.cfg).adapter.has_personal_state and self.cfg["method"] != "local-only":
             self.personal = 0
-            self.progress(f"fedfit: personal state per client: none ({self.cfg['adapter']} keeps nothing between rounds)")
+            self.progress(f"fedfit: personal state per client: none ({adapter_name(self.cfg)} keeps nothing "
+                          f"between rounds)")
             return
         path = run_dir / "clients.sqlite"
         if not path.is_file():  # deployment: the clients' state lies on their own machines

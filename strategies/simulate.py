@@ -80,13 +80,7 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
 
     import ray
 
-    root = str(Path(__file__).resolve().parents[1])
-    threads = str(max(1, int(cfg["num_cpus"])))
-    worker_env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-                  "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads,
-                  "MKL_NUM_THREADS": threads}
-    init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
-                log_to_driver=verbose, runtime_env={"env_vars": worker_env})
+    worker_env, init = ray_options(cfg, verbose)
     private = None if cfg["ray_address"] else tempfile.mkdtemp(prefix="fedfit-ray-", dir="/tmp")
     _start_ray(ray, cfg, {**init, "_temp_dir": private} if private else init)
     try:
@@ -108,6 +102,18 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
             ray.shutdown()
         if private:
             shutil.rmtree(private, ignore_errors=True)
+
+
+def ray_options(cfg: dict[str, Any], verbose: bool = False) -> tuple[dict[str, str], dict[str, Any]]:
+    """(the Ray workers' environment, ``ray.init`` keyword options): fedfit on the workers' path, the
+    data cache, one client's ``num_cpus`` as torch's thread count; logs only with ``verbose``."""
+    root = str(Path(__file__).resolve().parents[1])
+    threads = str(max(1, int(cfg["num_cpus"])))
+    env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+           "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
+                log_to_driver=verbose, runtime_env={"env_vars": env})
+    return env, init
 
 
 def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2) -> None:

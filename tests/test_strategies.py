@@ -273,3 +273,15 @@ def test_sampling_is_a_function_of_seed_and_round():
     assert a.train(1, 5) != ClientSampler(1, 20).train(1, 5)
     assert a.train(1, 5) == sorted(a.train(1, 5)) and len(set(a.train(1, 5))) == 5
     assert a.evaluate(3, 0) == list(range(20)) and len(a.evaluate(3, 7)) == 7
+
+
+def test_the_pool_gives_an_actor_the_clients_it_served_before_in_order():
+    from strategies.pool import _Pending
+
+    msgs = list("abcdef")  # stand-ins for messages; home: the actor that served each one's client before
+    home = {"b": 1, "d": 1, "e": 0}
+    p = _Pending(msgs, home.get)
+    assert [p.take(1), p.take(1), p.take(1), p.take(0), p.take(0), p.take(2)] == list("bdaecf")
+    assert len(p) == 0
+    with pytest.raises(IndexError):
+        p.take(0)

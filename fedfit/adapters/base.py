@@ -60,6 +60,11 @@ class Adapter(nn.Module):
     uses_history = False     # True: ``set_history`` keeps the client's unlabelled history features
     keeps_personal = False   # True: the adapter has personal state to keep per client across rounds
 
+    @property
+    def has_personal_state(self) -> bool:
+        """Whether a client's work must load and save personal state (its own or its history's)."""
+        return self.keeps_personal or self.uses_history
+
     def attach(self, backbone: nn.Module) -> "Adapter":
         raise NotImplementedError
 
