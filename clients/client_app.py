@@ -5,8 +5,9 @@ Handlers see decoded float32 states (``clients.mods.make_codec_mod`` does the co
 * query ("hello"): which partition this node holds (``partition-id`` in its node config) and its
   state layout fingerprint, so the server can address clients by partition id;
 * train: local episodic steps from the received state (or the client's own, ``local-only``);
-* evaluate ("evaluate"): personalized accuracy on the client's query set (+ class feature sums for
-  the global head); evaluate ("global"): query images scored against every client's class means.
+* evaluate ("evaluate"): personalized accuracy on the client's query set (+ with "global-eval" the
+  support set's class statistics and the query features, from which the server scores the global head);
+  evaluate ("stats"): only the class statistics (training clients outside this round's evaluated sample).
 
 Node config: ``partition-id`` (simulation sets it; a SuperNode gets it with ``--node-config``) and,
 on a real SuperNode, optionally ``dataset`` / ``data-root`` / ``cache-dir`` for its own disk and
@@ -109,20 +110,18 @@ def make_client_app(cfg: dict[str, Any] | None = None, mods: tuple = ()) -> Clie
         conf = wire.config_of(msg)
         state = _start_state(work, msg, context, EVALUATE)
         server_round = int(conf.get(wire.ROUND, 0))
-        if conf.get(wire.PHASE) == wire.GLOBAL:
-            means = msg.content[wire.MEANS]
-            correct, seen = work.global_correct(state, means["class_ids"].numpy(), means["means"].numpy(),
-                                                server_round)
-            metrics = {"global_correct": correct, "global_total": seen, wire.WEIGHT: max(seen, 1)}
-            return Message(RecordDict({wire.METRICS: MetricRecord(metrics)}), reply_to=msg)
+        ident = {wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint}
+        if conf.get(wire.PHASE) == wire.STATS_PHASE:  # only the class statistics for the global head
+            stats = work.statistics(state, server_round)
+            metrics = {**ident, wire.WEIGHT: max(int(stats["counts"].sum()), 1)}
+            return Message(RecordDict({wire.METRICS: MetricRecord(metrics), wire.STATS: wire.arrays_record(stats)}),
+                           reply_to=msg)
         metrics, stats = work.evaluate(state, server_round, personalize_steps=work.cfg["personalize_steps"],
-                                       class_stats=bool(conf.get("global-eval", False)))
-        metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
+                                       class_stats=bool(conf.get(wire.GLOBAL_EVAL, False)))
+        metrics.update(ident)
         content: dict[str, Any] = {wire.METRICS: MetricRecord(metrics)}
         if stats is not None:
-            ids, counts, sums = stats
-            content[wire.STATS] = wire.arrays_record({"class_ids": ids, "counts": counts.astype(np.float32),
-                                                      "sums": sums})
+            content[wire.STATS] = wire.arrays_record(stats)
         return Message(RecordDict(content), reply_to=msg)
 
     return app

@@ -133,7 +133,7 @@ def bare_throughput(cfg: dict[str, Any], device: str | None = None, repeats: int
     from fedfit.model import FewShotModel
 
     dev = torch.device(device or run_device(cfg))
-    backbone = create_backbone(cfg["backbone"], weights=cfg["weights"], device=dev, precision=cfg["precision"])
+    backbone = create_backbone(cfg["backbone"], weights=cfg["backbone_weights"], device=dev, precision=cfg["precision"])
     adapter = create_adapter(adapter_name(cfg), backbone, **adapter_options(cfg))
     model = FewShotModel(backbone, adapter, create_head(head_name(cfg), min_shots=cfg["shots"])).to(dev)
     params = [p for p in adapter.parameters() if p.requires_grad]

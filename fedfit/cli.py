@@ -132,7 +132,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fedfit.plot import plot_runs
-    from fedfit.sweep import aggregate, load_sweep, markdown_table, replace_section, run_sweep
+    from fedfit.sweep import (aggregate, bounds_table, load_spec, load_sweep, markdown_table, replace_section,
+                              run_sweep, stability_table)
 
     name, configs = load_sweep(args.file, args.overrides)
     from fedfit.config import ConfigError
@@ -162,6 +163,12 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(configs[0]["out_dir"]) / "plots"
     figures = plot_runs(dirs, out, title=args.title, merge_seeds=True)  # one line per group: mean over seeds
     table = markdown_table(aggregate(dirs))
+    spec = load_spec(args.file)
+    if spec.get("bounds"):
+        table += "\n\n" + bounds_table(dirs, spec["bounds"]["lower"], spec["bounds"]["upper"])
+    if spec.get("stability"):
+        table += "\n\nLast round against round 0 and the best round (ok: >= round 0 and within 1 point of the best):\n\n" \
+            + stability_table(dirs)
     (out / "summary.md").write_text(table + "\n")
     print(table)
     print(f"figures and tables: {out}")

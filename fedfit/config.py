@@ -106,7 +106,9 @@ def parse_overrides(items: list[str], like: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-METHODS = ("fit", "head-only", "local-only", "full")
+METHODS = ("fit", "head-only", "local-only", "centralized", "full")
+ADAPTER_METHODS = ("fit", "local-only", "centralized")  # methods that train the configured adapter
+QUERY_SPLITS = ("auto", "test", "train")
 DP_MODES = ("none", "server", "client")
 
 
@@ -132,7 +134,9 @@ def validate(cfg: dict[str, Any]) -> None:
          f"got {cfg['eval_clients']}")
     need(cfg["eval_every"] >= 1, "eval_every must be >= 1 round")
     need(cfg["classes_per_client"] >= 2, "classes_per_client must be >= 2")
-    need(cfg["shots"] >= 1 and cfg["queries"] >= 1, "shots and queries must be >= 1")
+    need(cfg["shots"] >= 1 and (cfg["queries"] >= 1 or cfg["queries"] == -1),
+         "shots must be >= 1 and queries >= 1 (or -1: every test image of the class)")
+    choose("query_split", QUERY_SPLITS)
     need(16 <= cfg["image_size"] <= 1024, "image_size must be in 16..1024 pixels")
     choose("method", METHODS)
 
@@ -140,11 +144,28 @@ def validate(cfg: dict[str, Any]) -> None:
     from fedfit.heads import HEADS
 
     choose("dataset", SOURCES.names())
+    from fedfit.data import has_test_split
+
+    test_split = cfg["query_split"] != "train" and has_test_split(cfg["dataset"])
+    need(cfg["query_split"] != "test" or test_split,
+         f"query_split = test: {cfg['dataset']} has no test split; use auto (held-out training images)")
+    need(cfg["queries"] != -1 or test_split,
+         f"queries = -1 (every test image of a class) needs a test split; {cfg['dataset']} with query_split = "
+         f"{cfg['query_split']} has none: give a number of queries per class")
     from fedfit.adapters import ADAPTERS
 
     choose("adapter", [a for a in ADAPTERS.names() if a not in ("none", "full")])
-    need(cfg["adapter"] == "film" or cfg["method"] in ("fit", "local-only"),
-         f"method = {cfg['method']} fixes what is trained: adapter = {cfg['adapter']} needs method = fit or local-only")
+    need(cfg["adapter"] == "film" or cfg["method"] in ADAPTER_METHODS,
+         f"method = {cfg['method']} fixes what is trained: adapter = {cfg['adapter']} needs method = "
+         f"{', '.join(ADAPTER_METHODS)}")
+    need(not (cfg["method"] == "centralized" and cfg["adapter"] == "iciia"),
+         "method = centralized pools support images of many clients, but ICIIA attends over each client's own "
+         "history: use method = fit or local-only with adapter = iciia")
+    choose("case_training", ["fit", "uppercase"])
+    need(cfg["case_training"] == "fit" or cfg["adapter"] == "case",
+         f"case_training = {cfg['case_training']} is CaSE's own training: it needs adapter = case")
+    choose("episode_split", ["step", "round"])
+    choose("lr_schedule", ["step", "cosine"])
     need(cfg["history"] >= -1, "history must be >= 0 images per class, or -1 (5 with adapter = iciia)")
     need(cfg["iciia_partitions"] >= 1 and cfg["case_linear_steps"] >= 0,
          "iciia_partitions must be >= 1 and case_linear_steps >= 0")
@@ -154,8 +175,11 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["device"] in ("auto", "cpu", "cuda") or (cfg["device"].startswith("cuda:") and cfg["device"][5:].isdigit()),
          f"device = {cfg['device']!r} is unknown; choose auto, cpu, cuda or cuda:N")
     choose("precision", ["auto", "fp32"])
+    choose("feature_norm", ["none", "l2"])
     need(cfg["num_cpus"] > 0 and cfg["num_gpus"] >= 0, "num_cpus must be > 0 and num_gpus >= 0")
-    need(cfg["local_steps"] >= 0 and cfg["personalize_steps"] >= 0, "local_steps and personalize_steps must be >= 0")
+    need(cfg["local_steps"] >= -1 and cfg["personalize_steps"] >= 0,
+         "local_steps must be >= 0 (or -1: 10, 400 for local-only) and personalize_steps >= 0")
+    need(cfg["central_steps"] >= -1, "central_steps must be >= 0 (or -1: the federation's total steps)")
     need(cfg["lr"] > 0 and cfg["server_lr"] > 0, "lr and server_lr must be > 0")
     need(cfg["lr_decay"] > 0 and cfg["lr_decay_every"] >= 1, "lr_decay must be > 0 and lr_decay_every >= 1")
     need(cfg["weight_decay"] >= 0 and cfg["prox_mu"] >= 0, "weight_decay and prox_mu must be >= 0")
@@ -165,7 +189,8 @@ def validate(cfg: dict[str, Any]) -> None:
     need(cfg["malicious"] >= 0 and cfg["multikrum_keep"] >= 0, "malicious and multikrum_keep must be >= 0")
     need(cfg["timeout_s"] > 0, "timeout_s must be > 0 seconds")
     t = cfg["protonets_temperature"]
-    need(t == "dim" or (_is_number(t) and float(t) > 0), f"protonets_temperature must be 'dim' or a number > 0, got {t!r}")
+    need(t in ("task", "dim") or (_is_number(t) and float(t) > 0),
+         f"protonets_temperature must be 'task', 'dim' or a number > 0, got {t!r}")
     for side in ("codec_up", "codec_down"):
         from fedfit.codecs import create_codec
 
@@ -186,7 +211,8 @@ def validate(cfg: dict[str, Any]) -> None:
     choose("engine", ["ray", "flower", "inline"])
     choose("dp", DP_MODES)
     if cfg["dp"] != "none":
-        need(cfg["method"] != "local-only", "dp needs an aggregated method: local-only sends nothing to protect")
+        need(cfg["method"] not in ("local-only", "centralized"),
+             f"dp needs an aggregated method: {cfg['method']} aggregates no client updates")
         need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
         need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")
 
@@ -207,6 +233,29 @@ def eval_clients(cfg: dict[str, Any]) -> int:
     if cfg["eval_clients"] >= 0:
         return cfg["eval_clients"]
     return 0 if cfg["num_clients"] <= AUTO_EVAL_CLIENTS else AUTO_EVAL_CLIENTS
+
+
+FIT_LOCAL_STEPS = 400  # FiT's fine-tuning budget: its lower bound's steps per client (run_fed_avg.py)
+ROUND_STEPS = 10       # episodic steps per client per round (FiT's federated code: num_local_epochs)
+
+
+def local_steps(cfg: dict[str, Any]) -> int:
+    """Episodic steps per client per round (``local_steps``; -1: 10, or FiT's 400 for local-only)."""
+    if cfg["local_steps"] >= 0:
+        return cfg["local_steps"]
+    return FIT_LOCAL_STEPS if cfg["method"] == "local-only" else ROUND_STEPS
+
+
+def central_steps(cfg: dict[str, Any]) -> int:
+    """Pooled steps of ``method = centralized`` in all (-1: rounds x clients_per_round x local steps)."""
+    if cfg["central_steps"] >= 0:
+        return cfg["central_steps"]
+    return cfg["rounds"] * cfg["clients_per_round"] * local_steps(cfg)
+
+
+def training_rounds(cfg: dict[str, Any]) -> int:
+    """Rounds that train: ``rounds``, but 1 for local-only (every client fine-tunes once, alone)."""
+    return min(cfg["rounds"], 1) if cfg["method"] == "local-only" else cfg["rounds"]
 
 
 def data_seed(cfg: dict[str, Any]) -> int:

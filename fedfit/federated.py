@@ -7,8 +7,15 @@ Methods (``cfg["method"]``) and what they train:
   * ``fit``: the adapter (``cfg["adapter"]``: FiT's FiLM by default; CaSE, MTL scale-and-shift, ICIIA)
     + the head's mixing weights, aggregated by the strategy.
   * ``head-only``: nothing in the body; only the head's mixing weights (none for ProtoNets).
-  * ``local-only``: the adapter as in ``fit``, but every client keeps its own state (no aggregation).
+  * ``local-only``: FiT's lower bound: the adapter as in ``fit``, trained once by every client alone
+    (``local_steps``, FiT's 400 by default); nothing aggregated.
+  * ``centralized``: FiT's upper bound: the adapter trained on the pooled support sets of all training
+    clients (``fedfit.centralized``, on the server); clients only evaluate it.
   * ``full``: every backbone weight (BiT-style full fine-tuning), same head and episodes.
+
+Queries (``query_split``) come from the source's test split where it has one, else from training
+images no client trains on (``fedfit.data.partition``); support and history images always come from
+the training split.
 
 An adapter's personal state (UpperCaSE's linear head, ICIIA's history features) never leaves the
 client: ``ClientWork`` loads it from the client's state store before each piece of work (or starts
@@ -21,6 +28,7 @@ out of the data set only while that client works (``client_data``).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -31,10 +39,11 @@ import torch
 
 from fedfit import seeding
 from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
-from fedfit.config import data_seed
-from fedfit.data import ClientData, ClientPlan, ImageSet, kshot_plan, load_source, materialize
+from fedfit.config import data_seed, local_steps
+from fedfit.data import ClientData, ClientPlan, ImageSet, has_test_split, kshot_plan, load_source, materialize
 from fedfit.episodes import FineTuneConfig, evaluate, finetune
-from fedfit.heads import ClassStats, auto_head
+from fedfit.global_head import client_statistics, needs_scatter
+from fedfit.heads import TEMPERATURES, auto_head
 from fedfit.layout import Layout
 from fedfit.model import FewShotModel, build_model
 
@@ -43,7 +52,7 @@ PERSONAL = "personal/"  # store key prefix of an adapter's personal state
 
 
 def adapter_name(cfg: dict[str, Any]) -> str:
-    """The adapter the method trains: ``cfg["adapter"]`` for fit / local-only."""
+    """The adapter the method trains: ``cfg["adapter"]`` for fit / local-only / centralized."""
     return FIXED_ADAPTER.get(cfg["method"], cfg["adapter"])
 
 
@@ -91,8 +100,13 @@ _PLANS = _Bounded(4)    # indices only
 
 
 def model_key(cfg: dict[str, Any]) -> tuple:
-    return (cfg["backbone"], cfg["weights"], adapter_name(cfg), tuple(sorted(adapter_options(cfg).items())),
-            cfg["head"], cfg["shots"], cfg["protonets_temperature"], cfg["device"], cfg["precision"])
+    return (cfg["backbone"], cfg["backbone_weights"], adapter_name(cfg), tuple(sorted(adapter_options(cfg).items())),
+            cfg["head"], cfg["shots"], cfg["protonets_temperature"], cfg["feature_norm"], cfg["device"], cfg["precision"])
+
+
+def temperature(option: str) -> float | str:
+    """``protonets_temperature`` as the head takes it: a named one (``heads.TEMPERATURES``) or a number."""
+    return option if option in TEMPERATURES else float(option)
 
 
 def head_name(cfg: dict[str, Any]) -> str:
@@ -103,10 +117,10 @@ def shared_model(cfg: dict[str, Any]) -> FewShotModel:
     """The model for this config, built once per process and reused by every client it serves."""
     def make() -> FewShotModel:
         t = cfg["protonets_temperature"]
-        head_options = {"temperature": t if t == "dim" else float(t)} if head_name(cfg) == "protonets" else None
-        return build_model(cfg["backbone"], cfg["weights"], adapter_name(cfg), cfg["head"], min_shots=cfg["shots"],
+        head_options = {"temperature": temperature(t)} if head_name(cfg) == "protonets" else None
+        return build_model(cfg["backbone"], cfg["backbone_weights"], adapter_name(cfg), cfg["head"], min_shots=cfg["shots"],
                            device=cfg["device"], head_options=head_options, adapter_options=adapter_options(cfg),
-                           precision=cfg["precision"])
+                           precision=cfg["precision"], feature_norm=cfg["feature_norm"])
 
     return _MODELS.get(model_key(cfg), make)
 
@@ -120,11 +134,45 @@ def initial_state(cfg: dict[str, Any]) -> tuple[Layout, np.ndarray]:
     return layout, layout.pack(named)
 
 
-def source(cfg: dict[str, Any]) -> ImageSet:
-    """The configured data set at the run's resolution (decoded once, then memory-mapped)."""
-    key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"])
+def query_split(cfg: dict[str, Any]) -> str:
+    """Where queries come from: ``"test"`` (the source's test split) or ``"train"`` (training images no
+    client trains on)."""
+    return "test" if cfg["query_split"] != "train" and has_test_split(cfg["dataset"]) else "train"
+
+
+def _load(cfg: dict[str, Any], split: str | None) -> ImageSet:
+    key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"], split)
+    options = {} if split is None else {"split": split}
     return _SOURCES.get(key, lambda: load_source(cfg["dataset"], image_size=cfg["image_size"],
-                                                 root=cfg["data_root"] or None, cache_dir=cfg["cache_dir"] or None))
+                                                 root=cfg["data_root"] or None, cache_dir=cfg["cache_dir"] or None,
+                                                 **options))
+
+
+def source(cfg: dict[str, Any]) -> ImageSet:
+    """The configured data set's training images at the run's resolution (decoded once, then
+    memory-mapped): its train split where it has splits."""
+    return _load(cfg, "train" if has_test_split(cfg["dataset"]) else None)
+
+
+def query_source(cfg: dict[str, Any]) -> ImageSet | None:
+    """The test split queries are drawn from, or None when they come from the training images."""
+    return _load(cfg, "test") if query_split(cfg) == "test" else None
+
+
+def splits(cfg: dict[str, Any]) -> dict[str, str]:
+    """Which images every number comes from (written to config.json)."""
+    name = cfg["dataset"]
+    if query_split(cfg) == "test":
+        q = (f"{name} test split: never trained on; "
+             + ("every test image of each of the client's classes" if cfg["queries"] == -1 else
+                f"{cfg['queries']} per class per client, distinct within a client, drawn independently per client"))
+    else:
+        q = f"{name} training images that no client trains on (each image in at most one client's sets)"
+    train = f"{name} {'train split' if has_test_split(name) else 'images'}"
+    return {"support": train, "history": train, "queries": q, "personalized_accuracy": "queries",
+            "new_users": "support from images no training client holds; queries as above",
+            "global_accuracy": "the evaluated training clients' queries (each image once), scored by one head "
+                               "over every class any training client holds"}
 
 
 AUTO_NEW_USERS = 10  # new_users = -1: up to this many, as the leftover images allow
@@ -135,11 +183,13 @@ def plans(cfg: dict[str, Any]) -> list[ClientPlan]:
     (held out, evaluation only); the same in every process for the same options."""
     history = history_per_class(cfg)
     key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"], cfg["num_clients"],
-           cfg["new_users"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], history, data_seed(cfg))
+           cfg["new_users"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], history, data_seed(cfg),
+           query_split(cfg))
     auto = cfg["new_users"] < 0
     return _PLANS.get(key, lambda: kshot_plan(
         source(cfg), cfg["num_clients"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], seed=data_seed(cfg),
-        history=history, held_out=AUTO_NEW_USERS if auto else cfg["new_users"], held_out_upto=auto))
+        history=history, held_out=AUTO_NEW_USERS if auto else cfg["new_users"], held_out_upto=auto,
+        query_data=query_source(cfg)))
 
 
 def num_partitions(cfg: dict[str, Any]) -> int:
@@ -153,11 +203,26 @@ def client_data(cfg: dict[str, Any], partition_id: int) -> ClientData:
     if not 0 <= partition_id < len(ps):
         raise ValueError(f"partition-id {partition_id} outside 0..{len(ps) - 1} ({cfg['num_clients']} clients + "
                          f"{len(ps) - cfg['num_clients']} new users)")
-    return materialize(source(cfg), ps[partition_id])
+    return materialize(source(cfg), ps[partition_id], query_source(cfg))
 
 
 def round_lr(cfg: dict[str, Any], server_round: int) -> float:
-    return cfg["lr"] * cfg["lr_decay"] ** ((max(server_round, 1) - 1) // max(cfg["lr_decay_every"], 1))
+    """The clients' learning rate in round ``server_round`` (1..rounds): ``lr_schedule = step``: ``lr`` x
+    ``lr_decay`` every ``lr_decay_every`` rounds (FiT's x 0.3 every 20 on CIFAR-100); ``cosine``: from
+    ``lr`` in round 1 down along half a cosine, lr x (1 + cos(pi (r - 1) / rounds)) / 2."""
+    r = max(server_round, 1)
+    if cfg["lr_schedule"] == "cosine":
+        return cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * (r - 1) / max(cfg["rounds"], 1)))
+    return cfg["lr"] * cfg["lr_decay"] ** ((r - 1) // max(cfg["lr_decay_every"], 1))
+
+
+def finetune_config(cfg: dict[str, Any], server_round: int, steps: int, seed: int, **extra) -> FineTuneConfig:
+    """The episodic fine-tuning of round ``server_round`` as the options define it."""
+    return FineTuneConfig(steps=steps, lr=round_lr(cfg, server_round), weight_decay=cfg["weight_decay"],
+                          min_way=cfg["min_way"], max_way=cfg["max_way"] or None, seed=seed,
+                          split=cfg["episode_split"],
+                          objective="uppercase" if cfg["case_training"] == "uppercase" else "head",
+                          linear_steps=cfg["case_linear_steps"], **extra)
 
 
 class ClientWork:
@@ -225,10 +290,9 @@ class ClientWork:
         cfg = self.cfg
         self.load(flat)
         ref = [p.detach().clone() for p in self.model.trainable_parameters()] if prox_mu > 0 else None
-        ft = FineTuneConfig(steps=cfg["local_steps"] if steps is None else steps, lr=round_lr(cfg, server_round),
-                            weight_decay=cfg["weight_decay"], min_way=cfg["min_way"], max_way=cfg["max_way"] or None,
-                            seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
-                            prox_ref=ref)
+        ft = finetune_config(cfg, server_round, steps=local_steps(cfg) if steps is None else steps,
+                             seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
+                             prox_ref=ref)
         res = finetune(self.model, self.data.support_x, self.data.support_y, ft)
         new = self.state()
         metrics = {"num-examples": int(self.data.num_examples), "train_seconds": res.seconds,
@@ -239,11 +303,12 @@ class ClientWork:
         return new, metrics
 
     def evaluate(self, flat: np.ndarray, server_round: int = 0, personalize_steps: int = 0,
-                 class_stats: bool = False) -> tuple[dict[str, float], tuple | None]:
+                 class_stats: bool = False) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
         """Personalized accuracy: head from this client's support set under ``flat``, on its query set
         (+ the adapter's own heads: ``accuracy_linear``...); with ``personalize_steps`` > 0 also after
-        that many local steps (state restored afterwards). With ``class_stats`` also (class ids, counts,
-        feature sums) of the support set, from the same embedding pass."""
+        that many local steps (state restored afterwards). With ``class_stats`` also what the global head
+        needs, from the same embedding pass: the support set's class statistics
+        (``global_head.client_statistics``) and the query features with their global labels and ids."""
         t0 = time.perf_counter()
         with self.personal(version(server_round, EVALUATE)):
             self.load(flat)
@@ -253,11 +318,9 @@ class ClientWork:
             out = {"accuracy": r.accuracy, "eval_loss": r.loss, "num-examples": r.num_query, **r.extra}
             stats = None
             if class_stats:
-                st = ClassStats.of(r.support_features, torch.as_tensor(d.support_y, device=r.support_features.device),
-                                   d.num_classes)
-                stats = (d.classes.astype(np.int64), st.count.cpu().numpy(),
-                         st.total.cpu().numpy().astype(np.float32))
-            self._query_cache = (flat.tobytes().__hash__(), server_round, r.query_features)
+                stats = self._statistics(r.support_features)
+                stats.update(query_features=r.query_features.float().cpu().numpy(),
+                             query_labels=d.classes[d.query_y].astype(np.int64), query_ids=d.query_ids.astype(np.int64))
         if personalize_steps > 0:
             with self.personal(version(server_round, EVALUATE), save=False):
                 self._train(flat, server_round=1, steps=personalize_steps, prox_mu=0.0)
@@ -267,26 +330,16 @@ class ClientWork:
         out["eval_seconds"] = time.perf_counter() - t0
         return out, stats
 
-    @torch.no_grad()
-    def class_sums(self, flat: np.ndarray, server_round: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(global class ids (C,), counts (C,), feature sums (C, d) float32) of the support set."""
-        return self.evaluate(flat, server_round, class_stats=True)[1]
+    def _statistics(self, support_features: torch.Tensor) -> dict[str, np.ndarray]:
+        return client_statistics(support_features, self.data.support_y, self.data.classes,
+                                 scatter=needs_scatter(head_name(self.cfg)))
 
     @torch.no_grad()
-    def global_correct(self, flat: np.ndarray, class_ids: np.ndarray, means: np.ndarray,
-                       server_round: int = 0) -> tuple[int, int]:
-        """Query images classified correctly among ALL classes by nearest global class mean
-        (means (K, d) of classes ``class_ids`` aggregated from every client). Reuses the query
-        features of this round's evaluation when this process computed them."""
-        cached = getattr(self, "_query_cache", None)
-        if cached is not None and cached[0] == flat.tobytes().__hash__() and cached[1] == server_round:
-            q = cached[2]
-        else:
-            with self.personal(version(server_round, EVALUATE), save=False):
-                self.load(flat)
-                with self.model.task(self.data.support_x):
-                    q = self.model.embed_images(self.data.query_x)
-        mu = torch.as_tensor(means, device=q.device, dtype=q.dtype)
-        pred = class_ids[torch.cdist(q, mu).argmin(1).cpu().numpy()]
-        truth = self.data.classes[self.data.query_y]
-        return int((pred == truth).sum()), int(len(truth))
+    def statistics(self, flat: np.ndarray, server_round: int = 0) -> dict[str, np.ndarray]:
+        """The support set's class statistics under ``flat`` (``global_head.client_statistics``), for a
+        training client that is not evaluated this round."""
+        with self.personal(version(server_round, EVALUATE), save=False):
+            self.load(flat)
+            with self.model.task(self.data.support_x) as s:
+                s = self.model.embed_images(self.data.support_x) if s is None else s
+            return self._statistics(s)

@@ -20,12 +20,26 @@ from fedfit.backbones import Backbone, create_backbone
 from fedfit.heads import Head, create_head
 
 
-class FewShotModel(nn.Module):
-    """State names are ``adapter/<name>`` and ``head/<name>``: everything trained, nothing frozen."""
+FEATURE_NORMS = ("none", "l2")
 
-    def __init__(self, backbone: Backbone, adapter: Adapter, head: Head):
+
+class FewShotModel(nn.Module):
+    """State names are ``adapter/<name>`` and ``head/<name>``: everything trained, nothing frozen.
+
+    ``feature_norm = "l2"`` scales every feature vector the head sees (and every class statistic) to
+    unit L2 norm, so a head's distances measure directions only: fine-tuning cannot change the scale
+    of the logits by changing the scale of the features."""
+
+    def __init__(self, backbone: Backbone, adapter: Adapter, head: Head, feature_norm: str = "none"):
         super().__init__()
-        self.backbone, self.adapter, self.head = backbone, adapter, head
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+        self.backbone, self.adapter, self.head, self.feature_norm = backbone, adapter, head, feature_norm
+
+    def _finish(self, feats: torch.Tensor) -> torch.Tensor:
+        """Body features (B, D) -> what the head sees: the adapter's calibration, then the norm."""
+        f = self.adapter.calibrate(feats)
+        return torch.nn.functional.normalize(f, dim=-1) if self.feature_norm == "l2" else f
 
     @property
     def device(self) -> torch.device:
@@ -61,7 +75,7 @@ class FewShotModel(nn.Module):
             return
         feats = self.adapter.begin_task(self.backbone, self._as_input(context))  # cleans up if it raises
         try:
-            yield None if feats is None else self.adapter.calibrate(feats)
+            yield None if feats is None else self._finish(feats)
         finally:
             self.adapter.end_task()
 
@@ -71,7 +85,7 @@ class FewShotModel(nn.Module):
         if context is not None:
             with self.task(context):
                 return self.embed(x)
-        return self.adapter.calibrate(self.adapter.features(self.backbone, x))
+        return self._finish(self.adapter.features(self.backbone, x))
 
     def embed_task(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of a task's context (n, d) and target (m, d) images (normalized), both under the
@@ -154,10 +168,10 @@ class FewShotModel(nn.Module):
 def build_model(backbone: str = "efficientnet_lite0", weights: str = "default", adapter: str = "film",
                 head: str = "lda", min_shots: int | None = None, device: str | None = None,
                 head_options: dict | None = None, adapter_options: dict | None = None,
-                precision: str = "auto") -> FewShotModel:
+                precision: str = "auto", feature_norm: str = "none") -> FewShotModel:
     """Create backbone (frozen), attach the adapter (``adapter_options``: its keyword options), create
     the head (``auto`` needs ``min_shots``)."""
     bb = create_backbone(backbone, weights=weights, device=device, precision=precision)
     ad = create_adapter(adapter, bb, **(adapter_options or {}))
     hd = create_head(head, min_shots=min_shots, **(head_options or {}))
-    return FewShotModel(bb, ad, hd).to(bb.device)
+    return FewShotModel(bb, ad, hd, feature_norm=feature_norm).to(bb.device)

@@ -5,7 +5,8 @@
     accuracy_vs_round.png/.svg   personalized accuracy (%) vs round, new users (held out) dotted, global head
                                  dashed, and a band
                                  (10th percentile to median, else mean +- std) for up to 6 runs
-    accuracy_vs_bytes.png/.svg   personalized accuracy (%) vs cumulative wire bytes (log axis)
+    accuracy_vs_bytes.png/.svg   personalized accuracy (%) vs cumulative wire bytes (log axis); a run
+                                 that sends nothing (local-only) is a dashed level at its final accuracy
     pareto.png/.svg              final accuracy vs total wire bytes, Pareto-optimal runs joined
     runs.csv                     one row per run: raw numbers (accuracies as fractions, bytes, seconds)
     runs.md                      the same table for humans (percent, KB/MB/GB)
@@ -263,7 +264,10 @@ def _accuracy_vs_bytes(ax, runs: list[RunSummary], colors) -> list:
     for s, c in zip(runs, colors):
         x, y = _series(s.run.rounds, "cum_bytes_wire", "acc_mean")
         pts = [(b, a) for b, a in zip(x, y) if b > 0]  # log axis: rounds before any traffic are skipped
-        ax.plot([b for b, _ in pts], _pct([a for _, a in pts]), color=c, lw=1.6, **_marker(len(pts)))
+        if pts:
+            ax.plot([b for b, _ in pts], _pct([a for _, a in pts]), color=c, lw=1.6, **_marker(len(pts)))
+        elif y:  # nothing ever sent (local-only, head-only): its final accuracy as a level across the axis
+            ax.axhline(100 * y[-1], color=c, lw=1.2, ls="--")
     _bytes_axis(ax, "cumulative bytes on the wire, down + up (decimal units, log scale)")
     ax.set_ylabel("personalized accuracy, mean over clients (%)")
     return []

@@ -30,6 +30,9 @@ class RunSetup:
     images: int               # images in the data set
     classes: int              # classes in the data set
     support_per_client: int   # labelled images per client (the FedAvg weight)
+    feature_dim: int = 0      # width of the features the head sees (class statistics must have it)
+    head: str = "protonets"   # the head family (``auto`` resolved)
+    client_independent_features: bool = True  # an image's features do not depend on which client embeds it
 
     @property
     def partitions(self) -> int:
@@ -38,14 +41,17 @@ class RunSetup:
 
 def prepare(cfg: dict[str, Any]) -> RunSetup:
     """Data source, partition plan and model of ``cfg``; raises DataError / BackboneError / ValueError."""
-    from fedfit.federated import initial_state, plans, source
+    from fedfit.federated import head_name, initial_state, plans, shared_model, source
 
     data = source(cfg)
     ps = plans(cfg)
     layout, flat = initial_state(cfg)
+    adapter = shared_model(cfg).adapter
     return RunSetup(layout=layout, initial=flat, num_clients=cfg["num_clients"],
                     new_users=len(ps) - cfg["num_clients"], images=len(data.labels),
-                    classes=data.num_classes, support_per_client=int(len(ps[0].support_y)) if ps else 0)
+                    classes=data.num_classes, support_per_client=int(len(ps[0].support_y)) if ps else 0,
+                    feature_dim=int(shared_model(cfg).backbone.feature_dim), head=head_name(cfg),
+                    client_independent_features=not (adapter.has_task_phase or adapter.uses_history))
 
 
 def check_resources(cfg: dict[str, Any], cpus: float, gpus: float, where: str = "this machine") -> None:

@@ -51,7 +51,14 @@ class RoundRecord:
     acc_p10: float | None = None      # 10th percentile across clients
     acc_std: float | None = None
     acc_finetuned_mean: float | None = None  # after local personalization steps, if configured
-    global_acc: float | None = None   # head from aggregated class statistics, all classes
+    global_acc: float | None = None   # FiT's global accuracy: one head (the run's family) from every training
+                                      # client's class statistics, over all their classes, on the evaluated
+                                      # clients' queries (each image once)
+    global_classes: int = 0           # classes in that head
+    global_clients: int = 0           # training clients whose statistics built it
+    global_queries: int = 0           # query images it scored
+    global_dropped: list[dict[str, int]] = field(default_factory=list)  # robust strategies: {client, class}
+                                      # contributions left out of the global statistics as outliers
     eval_clients: int = 0             # training clients evaluated
     new_acc_mean: float | None = None  # personalized accuracy of new users (held out: never trained)
     new_acc_median: float | None = None

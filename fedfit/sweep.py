@@ -10,10 +10,16 @@ An experiment file (``experiments/NAME.toml``)::
     seed = [0, 1, 2]
     [[run]]                     # optional extra runs: base + these options (+ the grid's seeds)
     method = "full"
+    name = "full"               # optional: the run's (group's) name instead of its options
+    [bounds]                    # optional: a table placing every group between two of them
+    lower = "method=local-only" # group names (a run's name without "_seed=N")
+    upper = "method=centralized"
+    stability = true            # optional: a table of final vs round-0 vs best-round accuracy per run
 
 Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists is not run
 again, so an interrupted sweep resumes where it stopped. ``aggregate`` groups runs that differ only
-by seed: final accuracy mean and spread (std across seeds), bytes per client-round.
+by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
+pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round.
 """
 from __future__ import annotations
 
@@ -34,8 +40,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
-    """(sweep name, resolved configs). Every run's config is validated before anything runs."""
+SECTIONS = ("name", "description", "base", "grid", "run", "bounds", "stability")
+
+
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """The experiment file's TOML (ConfigError when missing, malformed or with unknown sections)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"experiment file {p} does not exist")
@@ -43,9 +52,19 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[st
         spec = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    unknown = set(spec) - {"name", "base", "grid", "run", "description"}
+    unknown = set(spec) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"{p}: unknown sections {sorted(unknown)} (use name, description, base, grid, run)")
+        raise ConfigError(f"{p}: unknown sections {sorted(unknown)} (use {', '.join(SECTIONS)})")
+    bounds = spec.get("bounds", {})
+    if bounds and (set(bounds) != {"lower", "upper"} or not all(isinstance(v, str) for v in bounds.values())):
+        raise ConfigError(f"{p}: [bounds] needs lower = \"GROUP\" and upper = \"GROUP\" (run names without seed)")
+    return spec
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """(sweep name, resolved configs). Every run's config is validated before anything runs."""
+    p = Path(path)
+    spec = load_spec(p)
     name = spec.get("name") or p.stem
     base = load_config(overrides=spec.get("base", {}))
     base = merge(base, parse_overrides(overrides or [], base), "overrides")
@@ -61,10 +80,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[st
         combos += [{**r, "seed": s} for s in seeds] if seeds and "seed" not in r else [dict(r)]
     configs, names = [], set()
     for combo in combos:
+        label = combo.pop("name", None)
         cfg = merge(base, combo, f"{p}")
         validate(cfg)
         varying = {k: v for k, v in combo.items()}
-        cfg["name"] = "_".join(f"{k}={v}" for k, v in sorted(varying.items())) or "run"
+        if label:
+            varying = {k: v for k, v in varying.items() if k == "seed"}
+        cfg["name"] = "_".join([*([str(label)] if label else []),
+                                *(f"{k}={v}" for k, v in sorted(varying.items()))]) or "run"
         cfg["out_dir"] = str(Path(base["out_dir"]) / name)
         if cfg["name"] in names:
             raise ConfigError(f"{p}: two runs would both be named {cfg['name']!r}")
@@ -101,6 +124,17 @@ def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], 
     return failed
 
 
+def group_of(name: str) -> str:
+    """A run's group: its name without the ``seed=N`` part."""
+    return "_".join(p for p in name.split("_") if not p.startswith("seed=")) or "run"
+
+
+def _load(d: Path) -> dict[str, Any]:
+    cfg = json.loads((d / "config.json").read_text())
+    rounds = [json.loads(x) for x in (d / "rounds.jsonl").read_text().splitlines() if x.strip()]
+    return {"cfg": cfg, "rounds": rounds, "summary": json.loads((d / "summary.json").read_text())}
+
+
 def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
     """One row per group of runs differing only by seed: final accuracies (mean, std across seeds),
     round-0 accuracy, shared (sent) and personal (kept) numbers per client, training bytes per
@@ -109,11 +143,8 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
     for d in run_dirs:
         if not (d / "summary.json").is_file():
             continue
-        cfg = json.loads((d / "config.json").read_text())
-        rounds = [json.loads(x) for x in (d / "rounds.jsonl").read_text().splitlines() if x.strip()]
-        key = "_".join(p for p in cfg["name"].split("_") if not p.startswith("seed=")) or "run"
-        summary = json.loads((d / "summary.json").read_text())
-        groups.setdefault(key, []).append({"cfg": cfg, "rounds": rounds, "summary": summary})
+        run = _load(d)
+        groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
     rows = []
     for key, runs in groups.items():
         last = [r["rounds"][-1] for r in runs]
@@ -162,6 +193,93 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         header.pop(3)
         cells = [c[:3] + c[4:] for c in cells]
     return fmt.markdown_table(header, cells, "l" + "r" * (len(header) - 1))
+
+
+def _per_seed(run_dirs: list[Path]) -> dict[str, dict[int, dict[str, Any]]]:
+    """group -> seed -> the run's last round record (and its config), finished runs only."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for d in run_dirs:
+        if (d / "summary.json").is_file():
+            run = _load(d)
+            out.setdefault(group_of(run["cfg"]["name"]), {})[int(run["cfg"]["seed"])] = {**run["rounds"][-1],
+                                                                                         "cfg": run["cfg"]}
+    return out
+
+
+def _paired(a: dict[int, float | None], b: dict[int, float | None]) -> list[float]:
+    """Per-seed differences a - b over the seeds both have a value for (seed order)."""
+    return [a[s] - b[s] for s in sorted(set(a) & set(b)) if a[s] is not None and b[s] is not None]
+
+
+def _pm(values: list[float], signed: bool = False) -> str:
+    """Percent mean +- std of fractions; signed: with a + for gains; 'n/a' when empty."""
+    if not values:
+        return "n/a"
+    m, sd = 100 * float(np.mean(values)), 100 * float(np.std(values))
+    return (f"{m:+.1f}" if signed else f"{m:.1f}") + (f" ± {sd:.1f}" if len(values) > 1 else "")
+
+
+def bounds_table(run_dirs: list[Path], lower: str, upper: str) -> str:
+    """Every group between the bounds, seed by seed: personalized accuracy (training clients) and new
+    users' (mean ± std over seeds), global accuracy, the paired difference to each bound (mean ± std of
+    the per-seed differences), the share of the lower-to-upper gap closed (sum of the per-seed gains
+    over the lower bound / sum of the per-seed gaps), training bytes per run; then the per-seed gap."""
+    runs = _per_seed(run_dirs)
+    if lower not in runs or upper not in runs:
+        raise ValueError(f"bounds {lower!r} / {upper!r} not among the finished groups: {sorted(runs)}")
+    acc = {g: {s: r["acc_mean"] for s, r in by.items()} for g, by in runs.items()}
+    gap = _paired(acc[upper], acc[lower])
+    header = ["run", "seeds", "personalized acc (%)", "vs lower bound (paired)", "vs upper bound (paired)",
+              "gap closed", "new users (%)", "global acc (%)", "training bytes / run"]
+    rows = []
+    for g, by in runs.items():
+        low, up = _paired(acc[g], acc[lower]), _paired(acc[g], acc[upper])
+        span = _paired({s: acc[upper][s] for s in acc[g] if s in acc[upper]}, acc[lower])
+        closed = f"{100 * sum(low) / sum(span):.0f}%" if low and span and sum(span) > 0 and len(low) == len(span) \
+            else "n/a"
+        vals = lambda k: [r[k] for r in by.values() if r.get(k) is not None]  # noqa: E731
+        rows.append([g, str(len(by)), _pm(vals("acc_mean")), "-" if g == lower else _pm(low, True),
+                     "-" if g == upper else _pm(up, True), "-" if g in (lower, upper) else closed,
+                     _pm(vals("new_acc_mean")), _pm(vals("global_acc")),
+                     fmt.human_bytes(float(np.mean(vals("cum_bytes_wire"))))])
+    table = fmt.markdown_table(header, rows, "lr" + "r" * (len(header) - 2))
+    per_seed = " / ".join(f"{100 * x:+.1f}" for x in gap)
+    holds = "holds on every seed" if gap and min(gap) >= 0 else "does NOT hold on every seed"
+    return f"{table}\n\nUpper minus lower bound, per seed: {per_seed} points (upper >= lower {holds})."
+
+
+def stability_rows(run: dict[str, Any], key: str) -> tuple[float | None, float | None, float | None, int | None]:
+    """(round 0, best, final, best round) of ``key`` over a run's evaluated rounds."""
+    vals = [(r["round"], r.get(key)) for r in run["rounds"] if r.get(key) is not None]
+    if not vals:
+        return None, None, None, None
+    best_round, best = max(vals, key=lambda x: x[1])
+    return vals[0][1], best, vals[-1][1], best_round
+
+
+STABLE_WITHIN = 0.01  # the last round must be within 1 point of the best round (and >= round 0)
+
+
+def stability_table(run_dirs: list[Path]) -> str:
+    """Per run: personalized and global accuracy at round 0, at the best round, at the last round, and
+    whether the last is >= round 0 and within ``STABLE_WITHIN`` of the best ("yes" / "NO")."""
+    header = ["run", "personalized: round 0 / best (round) / final (%)", "ok", "global: round 0 / best (round) / final (%)",
+              "ok"]
+    rows = []
+    for d in run_dirs:
+        if not (d / "summary.json").is_file():
+            continue
+        run = _load(d)
+        cells = [run["cfg"]["name"]]
+        for key in ("acc_mean", "global_acc"):
+            r0, best, last, at = stability_rows(run, key)
+            if r0 is None:
+                cells += ["n/a", ""]
+                continue
+            ok = last >= r0 - 1e-9 and last >= best - STABLE_WITHIN - 1e-9
+            cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}", "yes" if ok else "**NO**"]
+        rows.append(cells)
+    return fmt.markdown_table(header, rows, "lrlrl")
 
 
 def replace_section(text: str, marker: str, body: str) -> str:

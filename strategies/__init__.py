@@ -16,6 +16,10 @@ from strategies.registry import STRATEGIES
 
 # fedfit samples the clients itself and shows the strategy exactly the sampled nodes (a view of the
 # grid): Flower's own sampling must then take all of them and never wait for more.
+# strategies built to resist hostile clients: the global head's class statistics are aggregated
+# robustly too when one of them runs (fedfit.global_head.GlobalStatistics.robust_filter)
+ROBUST = frozenset({"fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan"})
+
 SAMPLING = dict(fraction_train=1.0, min_train_nodes=1, fraction_evaluate=1.0, min_evaluate_nodes=1,
                 min_available_nodes=1)
 
@@ -42,4 +46,4 @@ def create_strategy(cfg: dict[str, Any]):
     return dp.wrap(cfg, STRATEGIES.create(cfg["strategy"], cfg, **SAMPLING))
 
 
-__all__ = ["STRATEGIES", "SAMPLING", "check_options", "create_strategy"]
+__all__ = ["STRATEGIES", "SAMPLING", "ROBUST", "check_options", "create_strategy"]

@@ -7,8 +7,8 @@ node was sent is remembered.
 
 Incoming: every reply is validated once, before any strategy sees it: an error reply, a missing
 reply (timeout), a wrong layout fingerprint, bad metrics or ``num-examples``, undecodable or
-non-finite arrays, malformed class statistics - each becomes a ``Failure`` with its reason and the
-reply is dropped. Good training replies are decoded into float32 "state" records; with ``delta`` the
+non-finite arrays, class statistics or query features of the wrong width, shape or values - each
+becomes a ``Failure`` with its reason and the reply is dropped. Good training replies are decoded into float32 "state" records; with ``delta`` the
 update is added to the full-precision state the server sent (not to its lossy downlink copy), so a
 zero update leaves the global exactly where it was.
 """
@@ -39,10 +39,11 @@ class CodecGrid:
     """``send_and_receive`` returns only valid replies (decoded); ``take_failures()`` the rest."""
 
     def __init__(self, grid, codec_down: str, codec_up: str, delta: bool, layout_fingerprint: int, state_size: int,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, scatter: bool = False):
         self._grid = grid
         self.codec_down, self.codec_up = create_codec(codec_down), create_codec(codec_up)
         self.delta, self.fingerprint, self.n, self.feature_dim = delta, layout_fingerprint, state_size, feature_dim
+        self.scatter = scatter  # class statistics carry scatter factors (LDA / QDA global heads)
         self._failures: list[Failure] = []
 
     def __getattr__(self, name):
@@ -73,10 +74,10 @@ class CodecGrid:
         return sent
 
     # --- uplink ---------------------------------------------------------------------------------
-    def _check(self, reply: Message, phase: str, sent: np.ndarray | None) -> Message:
+    def _check(self, reply: Message, phase: str, sent: np.ndarray | None, global_eval: bool = False) -> Message:
         """The validated reply (training: arrays decoded to a float32 "state"); ValueError if bad."""
         metrics = wire.metrics_of(reply)
-        if phase in (wire.TRAIN, wire.EVALUATE) and metrics.get(wire.LAYOUT) != self.fingerprint:
+        if phase in (wire.TRAIN, wire.EVALUATE, wire.STATS_PHASE) and metrics.get(wire.LAYOUT) != self.fingerprint:
             raise ValueError(f"layout fingerprint {metrics.get(wire.LAYOUT)} differs from the server's "
                              f"{self.fingerprint} (a client with another model)")
         content = {wire.METRICS: metrics}
@@ -99,17 +100,26 @@ class CodecGrid:
             acc = metrics.get("accuracy")
             if not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
                 raise ValueError(f"accuracy {acc!r} is not a fraction in [0, 1]")
-            stats = reply.content.get(wire.STATS)
-            if stats is not None:
-                wire.class_stats_of(stats, self.feature_dim)
-                content[wire.STATS] = stats
+            if global_eval:
+                content[wire.STATS] = self._stats(reply, queries=True)
+        elif phase == wire.STATS_PHASE:
+            content[wire.STATS] = self._stats(reply, queries=False)
         reply.content = RecordDict(content)
         return reply
+
+    def _stats(self, reply: Message, queries: bool) -> ArrayRecord:
+        """The reply's validated "stats" record (``wire.class_stats_of``), as a record of the checked arrays."""
+        rec = reply.content.get(wire.STATS)
+        if not isinstance(rec, ArrayRecord):
+            raise ValueError("reply carries no 'stats' record (class statistics for the global head)")
+        return wire.arrays_record(wire.class_stats_of(rec, self.feature_dim, self.scatter, queries))
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         messages = list(messages)
         sent = self._encode(messages)
         phases = {int(m.metadata.dst_node_id): _phase(m) for m in messages}
+        global_eval = {int(m.metadata.dst_node_id): bool(wire.config_of(m).get(wire.GLOBAL_EVAL, False))
+                       for m in messages if m.has_content() and wire.CONFIG in m.content}
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         valid, answered = [], set()
         for r in replies:
@@ -123,7 +133,7 @@ class CodecGrid:
                 self._failures.append(Failure(node, phase, kind, r.error.reason or f"error code {r.error.code}"))
                 continue
             try:
-                valid.append(self._check(r, phase, sent.get(node)))
+                valid.append(self._check(r, phase, sent.get(node), global_eval.get(node, False)))
             except (ValueError, KeyError, TypeError) as e:
                 self._failures.append(Failure(node, phase, "rejected", str(e)))
         for node, phase in phases.items():

@@ -8,8 +8,16 @@ Round 0 evaluates the initial state (the frozen backbone's head). Round r >= 1: 
 picks the training partitions from the run's seed; the strategy configures their messages; replies
 are validated and decoded, sorted by partition id and aggregated. Then a seeded sample of clients
 (``eval_clients``, 0 = all) evaluates the new global state on its own query sets (personalized
-accuracy) and, with ``global_eval``, a second exchange scores every evaluated client's query set
-against class means aggregated from all of them (global accuracy, all classes, nearest mean).
+accuracy). With ``global_eval`` the evaluated training clients also send their support sets' class
+statistics and their query features, and every other training client its class statistics (a
+"stats" exchange): the server builds ONE head of the configured family over every class any training
+client holds (``fedfit.global_head``; robustly for robust strategies) and scores the evaluated
+clients' query images with it (global accuracy, FiT's second number).
+
+The bounds run through the same loop: ``local-only`` trains every training client once, alone, in
+round 1 (nothing aggregated; its control messages carry no state and are not counted as traffic),
+``centralized`` trains on the server over the pooled support sets (``fedfit.centralized``; its
+round-1 traffic is the support images' upload).
 
 Failed client messages (errors, timeouts, absent nodes, rejected replies) are recorded with their
 reasons and the round goes on with the rest; a run in which no client can train (or evaluate) at
@@ -29,11 +37,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 import wire
 from fedfit import faults, seeding
-from fedfit.config import eval_clients, run_name
+from fedfit.config import eval_clients, run_name, training_rounds
+from fedfit.global_head import GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes, pct
 from fedfit.preflight import RunSetup, prepare
 from fedfit.results import RoundRecord, RunWriter, check_run_dir
-from strategies import checkpoint, create_strategy, dp
+from strategies import ROBUST, checkpoint, create_strategy, dp
 from strategies.codec_layer import CodecGrid, Failure, for_strategy
 from strategies.metering import Meter, MeteredGrid, Transfer, total
 from strategies.nodes import NodeDirectory
@@ -51,6 +60,7 @@ class _Round:
         self.directory = directory
         self.failures: list[dict[str, Any]] = []
         self.per_client: dict[int, dict[str, Any]] = {}
+        self.central: dict[str, Any] = {}  # centralized: the server's own training numbers
         self.trained: list[int] = []
 
     def client(self, node: int) -> dict[str, Any]:
@@ -79,11 +89,15 @@ class Federation:
         self.strategy = create_strategy(cfg)
         self.meter = Meter()
         self.metered = MeteredGrid(grid, self.meter)
+        self.scatter = needs_scatter(self.setup.head)
         self.grid = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"],
-                              self.layout.fingerprint, self.layout.size)
+                              self.layout.fingerprint, self.layout.size, feature_dim=self.setup.feature_dim,
+                              scatter=self.scatter)
         self.directory = NodeDirectory(self.setup.partitions)
         self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"])
         self.local_only = cfg["method"] == "local-only"
+        self.centralized = cfg["method"] == "centralized"
+        self._central = None  # fedfit.centralized.CentralTrainer, made when first needed
         self.arrays = wire.state_record(self.setup.initial)
         self.ever = {wire.TRAIN: False, wire.EVALUATE: False}
 
@@ -101,10 +115,25 @@ class Federation:
                                   f"({len(failures)} of {len(failures) + ok} clients failed)")
         self.ever[phase] = self.ever[phase] or ok > 0
 
+    def train_central(self, server_round: int, rnd: _Round) -> tuple[int, float | None, int]:
+        """``centralized``: the server's steps over the pooled support sets; returns (clients whose data
+        was pooled, mean loss, upload bytes: the pooled images in the first round, else 0)."""
+        from fedfit.centralized import CentralTrainer
+
+        if self._central is None:
+            self._central = CentralTrainer(self.cfg)
+        new, m = self._central.train(wire.state_of(self.arrays), server_round)
+        self.arrays = wire.state_record(new)
+        rnd.central = {k: m[k] for k in ("train_loss", "train_steps", "train_seconds", "update_norm",
+                                          "pooled_images") if k in m}
+        upload = self._central.upload_bytes() if server_round == 1 else 0
+        return self.cfg["num_clients"], m.get("train_loss"), upload
+
     def train(self, server_round: int, rnd: _Round) -> tuple[int, float | None]:
         """One training exchange + aggregation; returns (clients used, mean training loss)."""
         cfg = self.cfg
-        partitions = self.sampler.train(server_round, cfg["clients_per_round"])
+        k = cfg["num_clients"] if self.local_only else cfg["clients_per_round"]  # local-only: everyone, once
+        partitions = self.sampler.train(server_round, k)
         rnd.trained = partitions
         nodes = self._nodes(partitions, rnd, wire.TRAIN)
         if not nodes:
@@ -157,10 +186,10 @@ class Federation:
             return {"eval_clients": 0}
         global_eval = bool(cfg["global_eval"] and not self.local_only)
 
-        def content(global_stats: bool) -> RecordDict:
+        def content(global_stats: bool, phase: str = wire.EVALUATE) -> RecordDict:
             return RecordDict({wire.ARRAYS: ArrayRecord() if self.local_only else self.arrays,
-                               wire.CONFIG: ConfigRecord({wire.PHASE: wire.EVALUATE, wire.ROUND: server_round,
-                                                          "global-eval": global_stats})})
+                               wire.CONFIG: ConfigRecord({wire.PHASE: phase, wire.ROUND: server_round,
+                                                          wire.GLOBAL_EVAL: global_stats})})
 
         trained, held_out = content(global_eval), content(False)
         messages = [Message(trained if p < n else held_out, dst_node_id=node, message_type=MessageType.EVALUATE)
@@ -207,32 +236,51 @@ class Federation:
         if tuned:
             out["acc_finetuned_mean"] = float(np.mean(tuned))
         if global_eval and stats:
-            out["global_acc"] = self._global_accuracy(server_round, stats, rnd)
+            out.update(self._global_accuracy(server_round, partitions, stats, rnd))
         return out
 
-    def _global_accuracy(self, server_round: int, stats: list[tuple[int, ArrayRecord]], rnd: _Round) -> float | None:
-        """Class means aggregated from every evaluated client's class sums; each scores its query set."""
-        sums: dict[int, np.ndarray] = {}
-        counts: dict[int, float] = {}
-        for _, rec in stats:
-            ids, cnt, tot = wire.class_stats_of(rec)
-            for i, c, s in zip(ids.tolist(), cnt, tot):
-                sums[i] = sums.get(i, 0.0) + s.astype(np.float64)
-                counts[i] = counts.get(i, 0.0) + float(c)
-        ids = np.array(sorted(sums), dtype=np.int64)
-        means = np.stack([sums[i] / max(counts[i], 1.0) for i in ids]).astype(np.float32)
-        content = RecordDict({wire.ARRAYS: self.arrays,
-                              wire.MEANS: wire.arrays_record({"class_ids": ids, "means": means}),
-                              wire.CONFIG: ConfigRecord({wire.PHASE: wire.GLOBAL, wire.ROUND: server_round})})
-        messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n, _ in stats]
-        correct = seen = 0
-        for r in self.grid.send_and_receive(messages, timeout=self.cfg["timeout_s"]):
-            m = r.content[wire.METRICS]
-            c, t = m.get("global_correct", 0), m.get("global_total", 0)
-            if isinstance(c, int) and isinstance(t, int) and 0 <= c <= t:
-                correct, seen = correct + c, seen + t
-        rnd.fail(self.grid.take_failures())
-        return correct / seen if seen else None
+    def _global_accuracy(self, server_round: int, evaluated: list[int], stats: list[tuple[int, ArrayRecord]],
+                         rnd: _Round) -> dict[str, Any]:
+        """FiT's global accuracy: the class statistics of every training client (the evaluated ones sent
+        theirs; the others are asked now) make one head of the configured family over all their classes,
+        which scores the evaluated clients' query features (each image once when the features do not
+        depend on the client: adapters without a task phase or personal state)."""
+        cfg = self.cfg
+        n = cfg["num_clients"]
+        others = sorted(set(range(n)) - set(evaluated))
+        nodes = self._nodes(others, rnd, wire.STATS_PHASE) if others else {}
+        if nodes:
+            msg = RecordDict({wire.ARRAYS: self.arrays,
+                              wire.CONFIG: ConfigRecord({wire.PHASE: wire.STATS_PHASE, wire.ROUND: server_round})})
+            messages = [Message(msg, dst_node_id=node, message_type=MessageType.EVALUATE)
+                        for _, node in sorted(nodes.items())]
+            replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
+            rnd.fail(self.grid.take_failures())
+            stats = stats + [(int(r.metadata.src_node_id), r.content[wire.STATS]) for r in replies]
+        by_node = self.directory.by_node
+        gs = GlobalStatistics(self.setup.feature_dim, self.scatter)
+        queries = []
+        for node, rec in sorted(stats, key=lambda x: by_node[x[0]]):
+            arrays = {k: v.numpy() for k, v in rec.items()}
+            gs.add(by_node[node], arrays)
+            if "query_features" in arrays:
+                queries.append(arrays)
+        out: dict[str, Any] = {"global_clients": len(gs.clients)}
+        if cfg["strategy"] in ROBUST:
+            dropped = gs.robust_filter()
+            out["global_dropped"] = [{"client": c, "class": k} for c, k in dropped]
+        if not queries or not gs.by_class:
+            return out
+        e = self.layout.unpack(wire.state_of(self.arrays), copy=True).get("head/e")
+        head = gs.head(self.setup.head, e, cfg["protonets_temperature"])
+        feats = np.concatenate([q["query_features"] for q in queries])
+        labels = np.concatenate([q["query_labels"] for q in queries])
+        if self.setup.client_independent_features:
+            _, first = np.unique(np.concatenate([q["query_ids"] for q in queries]), return_index=True)
+            feats, labels = feats[np.sort(first)], labels[np.sort(first)]
+        out.update(global_acc=float((head.predict(feats) == labels).mean()), global_classes=len(head.class_ids),
+                   global_queries=int(len(labels)))
+        return out
 
     def _report_personal(self, run_dir: Path) -> None:
         """Print what the adapter keeps per client and never sends (read from the clients' state file,
@@ -279,14 +327,13 @@ class Federation:
         writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
                                      "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint,
                                      "new_users_resolved": self.setup.new_users,
-                                     "hostile_clients": faults.hostile_clients(cfg)},
+                                     "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg)},
                            resume_after=done, overwrite=self.overwrite and done is None)
         first = 0 if done is None else done + 1
-        self.progress(f"fedfit: {run_name(cfg)}: {cfg['method']} / {cfg['strategy']}"
-                      f"{'' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'}, {layout.size:,} "
-                      f"parameters sent ({human_bytes(4 * layout.size)} fp32), {cfg['num_clients']} clients "
-                      f"+ {self.setup.new_users} new users, {cfg['clients_per_round']} per round, {cfg['rounds']} "
-                      f"rounds -> {run_dir}" + (f" (resumed after round {done})" if done is not None else ""))
+        rounds = training_rounds(cfg)
+        self.progress(f"fedfit: {run_name(cfg)}: {_what(cfg, layout.size)}, {cfg['num_clients']} clients "
+                      f"+ {self.setup.new_users} new users, {cfg['rounds']} rounds -> {run_dir}"
+                      + (f" (resumed after round {done})" if done is not None else ""))
         t_start = time.perf_counter()
         self.directory.discover(self.metered, timeout=cfg["timeout_s"])
         if not self.directory.by_partition:
@@ -297,15 +344,25 @@ class Federation:
         if done is not None:  # the hello of a resumed run is the resume's cost, not its next round's
             resume_setup = sum(t.wire for t in self.meter.take())
         cum_down, cum_up = getattr(self, "_cum", (0, 0))
-        for server_round in range(first, cfg["rounds"] + 1):
+        for server_round in range(first, rounds + 1):
             t0 = time.perf_counter()
             self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
             rnd = _Round(self.directory)
-            clients, loss = self.train(server_round, rnd) if server_round > 0 else (0, None)
-            due = server_round % cfg["eval_every"] == 0 or server_round == cfg["rounds"]
+            upload = 0
+            if server_round == 0:
+                clients, loss = 0, None
+            elif self.centralized:
+                clients, loss, upload = self.train_central(server_round, rnd)
+            else:
+                clients, loss = self.train(server_round, rnd)
+            due = server_round % cfg["eval_every"] == 0 or server_round == rounds
             ev = self.evaluate(server_round, rnd) if due else {}
             transfers = self.meter.take()
+            if self.local_only:  # a local-only client talks to nobody: the simulator's control messages
+                transfers = [t for t in transfers if t.kind != wire.TRAIN]  # carry no state and are not traffic
             b = _bytes(transfers)
+            b["bytes_up_wire"] += upload
+            b["bytes_up_payload"] += upload
             cum_down += b["bytes_down_wire"]
             cum_up += b["bytes_up_wire"]
             for t in transfers:
@@ -318,11 +375,12 @@ class Federation:
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
                 failed=sum(f["kind"] in COUNTED for f in rnd.failures),
                 dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
-                per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures, **ev)
+                per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures,
+                extra={"central": rnd.central} if rnd.central else {}, **ev)
             writer.write(rec)
             checkpoint.save(run_dir, server_round, wire.state_of(self.arrays), self.strategy,
                             fingerprint=layout.fingerprint, ever=dict(self.ever), cum=(cum_down, cum_up))
-            self.progress(_round_line(rec, cfg["rounds"]))
+            self.progress(_round_line(rec, rounds))
             if server_round == first:
                 self._report_personal(run_dir)
         writer.save_state(layout.unpack(wire.state_of(self.arrays), copy=True))
@@ -355,7 +413,7 @@ def run_federation(grid, cfg: dict[str, Any], progress: Callable[[str], None] = 
 
 
 def _bytes(transfers: list[Transfer]) -> dict[str, int]:
-    train, ev = (wire.TRAIN,), (wire.EVALUATE, wire.GLOBAL)
+    train, ev = (wire.TRAIN,), (wire.EVALUATE, wire.STATS_PHASE)
     return dict(bytes_down_wire=total(transfers, "down", "wire", train),
                 bytes_up_wire=total(transfers, "up", "wire", train),
                 bytes_down_payload=total(transfers, "down", "payload", train),
@@ -366,18 +424,53 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
                 + total(transfers, "up", "wire", (wire.HELLO,)))
 
 
+def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the options resolve to, for config.json: where every number's images come from, the steps."""
+    from fedfit.centralized import UPLOAD_ENCODING
+    from fedfit.config import central_steps, local_steps
+    from fedfit.federated import splits
+
+    out = {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg)}
+    if cfg["method"] == "centralized":
+        out.update(central_steps_resolved=central_steps(cfg), upload_encoding=UPLOAD_ENCODING)
+    return out
+
+
+def _what(cfg: dict[str, Any], size: int) -> str:
+    """What the run trains and sends, for its first line."""
+    from fedfit.config import central_steps, local_steps
+
+    sent = f"{size:,} parameters ({human_bytes(4 * size)} fp32)"
+    sent_fed = f"{size:,} parameters sent ({human_bytes(4 * size)} fp32)"
+    if cfg["method"] == "local-only":
+        return (f"local-only (FiT's lower bound): every client fine-tunes its {sent} alone, once, "
+                f"{local_steps(cfg)} steps; nothing sent")
+    if cfg["method"] == "centralized":
+        return (f"centralized (FiT's upper bound): {sent} trained on the pooled support sets, "
+                f"{central_steps(cfg)} steps")
+    dp_text = '' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'
+    return (f"{cfg['method']} / {cfg['strategy']}{dp_text}, {sent_fed}, {cfg['clients_per_round']} clients "
+            f"per round, {local_steps(cfg)} steps each")
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else pct(x) + "%"
 
 
 def _round_line(r: RoundRecord, rounds: int) -> str:
-    per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
-        ("nothing sent up" if r.clients else "no training")
+    central = r.extra.get("central")
+    if central:
+        trained = (f"server trained {central.get('train_steps', 0)} steps on {r.clients} clients' pooled images"
+                   + (f" ({human_bytes(r.bytes_up_wire)} uploaded)" if r.bytes_up_wire else ""))
+    else:
+        per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
+            ("nothing sent up" if r.clients else "no training")
+        trained = f"{r.clients} trained, {per}"
     loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
     fail = f" | {r.failed} failed" if r.failed else ""
     eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
     new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
     new += "".join(f" | {k.replace('accuracy_', '')} head {_pct(v)}" for k, v in r.acc_extra.items())
-    return (f"round {r.round:>3}/{rounds} | {r.clients} trained, {per}, total {human_bytes(r.cum_bytes_wire)} | "
+    return (f"round {r.round:>3}/{rounds} | {trained}, total {human_bytes(r.cum_bytes_wire)} | "
             f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
             f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")

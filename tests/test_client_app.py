@@ -156,7 +156,8 @@ def test_evaluate_reports_accuracy_and_class_statistics():
                     dst_node_id=n, message_type=MessageType.EVALUATE) for n in inline.nodes]
     replies = grid.send_and_receive(msgs)
     assert len(replies) == 2 and not grid.take_failures()
-    ids, counts, sums = wire.class_stats_of(replies[0].content["stats"], 1280)
-    assert ids.shape == (5,) and np.all(counts == 5) and sums.shape == (5, 1280)
+    stats = wire.class_stats_of(replies[0].content["stats"], 1280, queries=True)
+    assert stats["class_ids"].shape == (5,) and np.all(stats["counts"] == 5) and stats["sums"].shape == (5, 1280)
+    assert stats["query_features"].shape == (25, 1280) and set(stats["query_labels"]) == set(stats["class_ids"])
     assert 0 <= replies[0].content["metrics"]["accuracy"] <= 1  # the client decoded the fp16 downlink first
     assert set(msgs[0].content["arrays"].keys()) == {"x"} and msgs[0].content["arrays"]["x"].dtype == "float16"

@@ -524,3 +524,74 @@ def test_exif_rotation_and_16_bit_gray(tmp_path):
     assert arr[2, 10, 0] > 200 and arr[18, 10, 0] < 50 and (arr[:, :4] == 255).all()
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "g16.png")
     assert (fimages.decode_image(tmp_path / "g16.png", 8)[0] == 255).all()
+
+
+def _fake_cifar100(root, per_class_train=500, per_class_test=100):
+    """A CIFAR-100 in torchvision's on-disk format (cifar-100-python/{train,test,meta} pickles), 32x32
+    images whose pixels encode their class (so a test can see where an image came from)."""
+    import pickle
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for split, n in (("train", per_class_train), ("test", per_class_test)):
+        labels = np.repeat(np.arange(100), n)
+        data = np.empty((len(labels), 3072), np.uint8)
+        data[:] = labels[:, None].astype(np.uint8)
+        data[:, 1] = 200 if split == "test" else 10  # marks the split
+        with open(folder / split, "wb") as f:
+            pickle.dump({"data": data, "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist()}, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)],
+                     "coarse_label_names": [f"s{i}" for i in range(20)]}, f)
+
+
+def test_fits_500_client_cifar100_partition_plans_with_test_split_queries(tmp_path):
+    """FiT's largest CIFAR-100 federation: 500 clients x 10 classes x 10 shots uses every training image
+    (50 clients per class x 10 shots = 500); queries come from the test split: every test image of each
+    of a client's classes (FiT's protocol, queries = -1). With queries from the training split it
+    cannot be planned at all."""
+    from fedfit.config import load_config
+    from fedfit.federated import client_data, plans, query_source, source, splits
+
+    _fake_cifar100(tmp_path / "cifar")
+    cfg = load_config(overrides={"dataset": "cifar100", "data_root": str(tmp_path / "cifar"), "image_size": 32,
+                                 "cache_dir": str(tmp_path / "cache"), "num_clients": 500, "classes_per_client": 10,
+                                 "shots": 10, "queries": -1, "new_users": 0, "data_seed": 0})
+    ps = plans(cfg)
+    train, test = source(cfg), query_source(cfg)
+    assert len(train.labels) == 50_000 and len(test.labels) == 10_000 and len(ps) == 500
+    support = np.concatenate([p.support_idx for p in ps])
+    assert len(np.unique(support)) == 50_000  # every training image, each in one client's support set
+    for p in ps[:50]:
+        assert len(np.unique(p.classes)) == 10 and len(p.support_idx) == 100
+        assert np.array_equal(train.labels[p.support_idx], p.classes[p.support_y])
+        assert len(p.query_idx) == 1000 and np.array_equal(test.labels[p.query_idx], p.classes[p.query_y])
+    c = client_data(cfg, 7)
+    assert (c.query_x[:, 0, 1, 0] == 200).all() and (c.support_x[:, 0, 1, 0] == 10).all()  # test / train split
+    assert np.array_equal(c.query_ids, ps[7].query_idx)
+    assert "test split" in splits(cfg)["queries"]
+    with pytest.raises(fd.DataError, match="cannot make 500 clients"):
+        plans({**cfg, "query_split": "train", "queries": 10})
+
+
+def test_queries_from_the_test_split_per_class_distinct_within_a_client(tmp_path):
+    from fedfit.config import ConfigError, load_config
+    from fedfit.federated import plans, query_source
+
+    _fake_cifar100(tmp_path / "cifar", per_class_train=20, per_class_test=12)
+    base = {"dataset": "cifar100", "data_root": str(tmp_path / "cifar"), "image_size": 32,
+            "cache_dir": str(tmp_path / "cache"), "num_clients": 30, "classes_per_client": 5, "shots": 5,
+            "queries": 10, "new_users": 3}
+    cfg = load_config(overrides=base)
+    ps = plans(cfg)
+    test = query_source(cfg)
+    assert len(ps) == 33
+    for p in ps:
+        assert len(p.query_idx) == 50 and len(np.unique(p.query_idx)) == 50
+        assert np.array_equal(test.labels[p.query_idx], p.classes[p.query_y])
+    with pytest.raises(fd.DataError, match="fewer than queries = 13 test images"):
+        plans(load_config(overrides={**base, "queries": 13}))
+    with pytest.raises(ConfigError, match="digits has no test split"):
+        load_config(overrides={"dataset": "digits", "query_split": "test"})
+    with pytest.raises(ConfigError, match="queries = -1"):
+        load_config(overrides={"dataset": "digits", "queries": -1})

@@ -63,21 +63,60 @@ def test_fedprox_term_pulls_towards_the_global_state():
     assert np.linalg.norm(prox - flat) < np.linalg.norm(free - flat)
 
 
-def test_class_sums_and_global_nearest_mean():
-    cfg = _cfg()
-    _, flat = initial_state(cfg)
+@pytest.mark.parametrize("head", ["lda", "qda", "protonets"])
+def test_global_head_from_client_statistics_equals_the_head_fitted_on_the_union(head):
+    """FiT's global accuracy without pooling features: the clients' additive statistics give the same
+    head (to 1e-4) as the configured head fitted on the union of their support features."""
+    from fedfit.global_head import GlobalStatistics
+    from fedfit.heads import create_head
+
+    cfg = _cfg(head=head, local_steps=2)
+    layout, flat = initial_state(cfg)
+    flat, _ = ClientWork(cfg, 0).train(flat, 1)  # a trained adapter and mixing weights, not the initial ones
     works = [ClientWork(cfg, i) for i in range(4)]
-    sums, counts = {}, {}
+    gs = GlobalStatistics(1280, scatter=head != "protonets")
+    feats, labels, q_feats, q_labels = [], [], [], []
     for w in works:
-        ids, cnt, tot = w.class_sums(flat)
-        assert tot.shape == (5, 1280) and np.all(cnt == 5)
-        for i, c, s in zip(ids, cnt, tot):
-            sums[i] = sums.get(i, 0) + s
-            counts[i] = counts.get(i, 0) + c
-    ids = np.array(sorted(sums))
-    means = np.stack([sums[i] / counts[i] for i in ids])
-    correct, seen = works[0].global_correct(flat, ids, means)
-    assert seen == 25 and 0 < correct <= 25
+        _, stats = w.evaluate(flat, class_stats=True)
+        alone = w.statistics(flat)  # the "stats" exchange: the same numbers without the query set
+        for k in alone:
+            np.testing.assert_allclose(alone[k], stats[k], rtol=1e-5, atol=1e-4)
+        gs.add(w.pid, stats)
+        q_feats.append(stats["query_features"])
+        q_labels.append(stats["query_labels"])
+        w.load(flat)
+        with torch.no_grad():
+            feats.append(w.model.embed_images(w.data.support_x).double())
+        labels.append(w.data.classes[w.data.support_y])
+    e = layout.unpack(flat).get("head/e")
+    got = gs.head(head, e, cfg["protonets_temperature"])
+    union, union_y = torch.cat(feats), np.concatenate(labels)
+    ids = np.unique(union_y)
+    np.testing.assert_array_equal(got.class_ids, ids)
+    ref_head = create_head(head, **({"temperature": "dim"} if head == "protonets" else {})).double()
+    if e is not None:
+        with torch.no_grad():
+            ref_head.e.copy_(torch.as_tensor(e))
+    q = torch.as_tensor(np.concatenate(q_feats), dtype=torch.float64)
+    with torch.no_grad():
+        ref = ref_head(union, torch.as_tensor(np.searchsorted(ids, union_y)), q, len(ids)).numpy()
+    mine = got.logits(q)
+    np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    truth = np.concatenate(q_labels)
+    acc, ref_acc = (got.predict(q) == truth).mean(), (ids[ref.argmax(1)] == truth).mean()
+    assert abs(acc - ref_acc) <= 1e-4 and acc > 0.5
+
+
+def test_scatter_factor_costs_rows_not_a_dense_matrix():
+    """LDA / QDA statistics: (C + n - C) x d numbers per client (128 KB at 5 x 5 shots, d = 1280),
+    not a d x d scatter (6.5 MB)."""
+    cfg = _cfg(head="lda")
+    _, flat = initial_state(cfg)
+    stats = ClientWork(cfg, 0).statistics(flat)
+    assert stats["sums"].shape == (5, 1280) and stats["factor"].shape == (20, 1280)
+    assert list(stats["factor_rows"]) == [4] * 5
+    sent = sum(a.nbytes for a in stats.values())
+    assert sent < 131_000 and sent < 1280 * 1280 * 4 / 50
 
 
 def test_bad_partition_id_is_a_clear_error():

@@ -111,3 +111,34 @@ def test_personal_state_is_never_on_the_wire(tmp_path):
     for a in personal:
         for row in np.asarray(a, np.float32).reshape(len(a), -1)[:, :64]:  # any 256-byte stretch of it
             assert row.tobytes() not in wire_bytes
+
+
+def test_uppercase_training_updates_case_through_its_linear_heads_loss(monkeypatch):
+    """``case_training = uppercase``: per task a linear head fitted from zero on the context features, then
+    CaSE updated by that head's loss (the Naive Bayes head's mixing weights get no gradient); FiT's loop
+    is the other choice and trains differently."""
+    import fedfit.episodes as episodes
+
+    calls = []
+    real = episodes.fit_linear_head
+
+    def spy(feats, labels, num_classes, steps=500, **kw):
+        calls.append((feats.requires_grad, int(num_classes), steps))
+        return real(feats, labels, num_classes, steps, **kw)
+
+    monkeypatch.setattr(episodes, "fit_linear_head", spy)
+    out = {}
+    for mode in ("uppercase", "fit"):
+        cfg = load_config(overrides={**BASE, "adapter": "case", "head": "lda", "case_training": mode,
+                                     "local_steps": 2, "case_linear_steps": 30})
+        layout, flat = initial_state(cfg)
+        new, m = ClientWork(cfg, 0).train(flat, 1)
+        assert m["train_steps"] == 2 and np.isfinite(m["train_loss"])
+        delta = layout.unpack(new - flat)
+        assert any(np.abs(v).max() > 0 for k, v in delta.items() if k.startswith("adapter/"))
+        out[mode] = (new, delta["head/e"])
+    assert calls == [(False, 5, 30)] * 2  # one linear head per task, on features without gradients
+    assert np.array_equal(out["uppercase"][1], [0, 0])  # the Naive Bayes head is not in UpperCaSE's loss
+    assert np.abs(out["fit"][1]).max() > 0 and not np.array_equal(out["uppercase"][0], out["fit"][0])
+    with pytest.raises(Exception, match="needs adapter = case"):
+        load_config(overrides={"case_training": "uppercase"})

@@ -131,3 +131,57 @@ def test_dp_reports_epsilon_every_round(tmp_path):
     assert 0 < eps[1] < eps[2] < float("inf")
     assert summary["failures"] == 0
     assert wire.WEIGHT == "num-examples"
+
+
+def _replace_stats(cfg, pid, msg, change):
+    """Partition ``pid``'s real evaluate reply with its "stats" arrays changed by ``change(arrays)``."""
+    from clients.client_app import make_client_app
+
+    reply = make_client_app(cfg)(msg, _ctx(cfg, pid))
+    arrays = {k: v.numpy() for k, v in reply.content["stats"].items()}
+    return Message(RecordDict({"metrics": reply.content["metrics"], "stats": wire.arrays_record(change(arrays))}),
+                   reply_to=msg)
+
+
+def test_class_statistics_of_another_width_are_refused_and_the_run_goes_on(tmp_path):
+    cfg = _cfg(tmp_path, name="width", rounds=1, global_eval=True)
+
+    def hook(pid, msg):
+        if pid != 2 or msg.metadata.message_type != "evaluate":
+            return None
+        return _replace_stats(cfg, pid, msg, lambda a: {**a, "sums": a["sums"][:, :-1],
+                                                        "query_features": a["query_features"][:, :-1]})
+
+    summary, _ = _run(cfg, hook=hook)
+    rs = _rounds(cfg)
+    assert len(rs) == 2 and all(r["global_acc"] is not None for r in rs)
+    for r in rs:
+        (f,) = r["failures"]
+        assert f["client"] == 2 and f["kind"] == "rejected" and "feature width 1279, expected 1280" in f["reason"]
+        assert r["global_clients"] == 3 and r["eval_clients"] == 3
+    assert summary["failures"] == 2  # counted: the finished run exits 3
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
+def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path, strategy):
+    """A client that sends its class sums x 100 moves FedAvg's global class means freely; with a robust
+    strategy its contributions are dropped and the global head is the honest clients' one."""
+    cfg = _cfg(tmp_path, name=strategy, rounds=0, global_eval=True, strategy=strategy, num_clients=8,
+               classes_per_client=8, new_users=0, clients_per_round=5)  # every client holds 8 of the 10 digits
+
+    def hook(pid, msg):
+        if pid != 3 or msg.metadata.message_type != "evaluate":
+            return None
+        return _replace_stats(cfg, pid, msg, lambda a: {**a, "sums": a["sums"] * 100})
+
+    _run(cfg, hook=hook)
+    hostile = _rounds(cfg)[0]
+    clean = {**cfg, "name": strategy + "-clean"}
+    _run(clean)
+    honest = _rounds(clean)[0]
+    if strategy == "fedavg":
+        assert hostile["global_dropped"] == [] and hostile["global_acc"] < honest["global_acc"] - 0.1
+    else:
+        assert {d["client"] for d in hostile["global_dropped"]} == {3} and len(hostile["global_dropped"]) == 8
+        assert honest["global_dropped"] == []
+        assert abs(hostile["global_acc"] - honest["global_acc"]) <= 0.05

@@ -76,3 +76,43 @@ def test_replace_section():
     assert replace_section(text, "results:x", "new") == "a\n<!-- results:x:start -->\nnew\n<!-- results:x:end -->\nb"
     with pytest.raises(ValueError):
         replace_section("no markers", "results:x", "new")
+
+
+def test_bounds_table_pairs_every_group_with_the_bounds_seed_by_seed(tmp_path):
+    from fedfit.sweep import bounds_table
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n'
+                         '[[run]]\nname = "fit"\n[[run]]\nmethod = "local-only"\n[[run]]\nmethod = "centralized"\n'
+                         '[bounds]\nlower = "method=local-only"\nupper = "method=centralized"\n')
+    _, cfgs = load_sweep(f)
+    assert sorted(c["name"] for c in cfgs) == ["fit_seed=0", "fit_seed=1", "method=centralized_seed=0",
+                                               "method=centralized_seed=1", "method=local-only_seed=0",
+                                               "method=local-only_seed=1", "seed=0", "seed=1"]
+    acc = {("fit", 0): 0.70, ("fit", 1): 0.74, ("method=local-only", 0): 0.60, ("method=local-only", 1): 0.70,
+           ("method=centralized", 0): 0.80, ("method=centralized", 1): 0.78, ("seed", 0): 0.5, ("seed", 1): 0.5}
+    for c in cfgs:
+        group = c["name"].rsplit("_seed=", 1)[0] if "_seed=" in c["name"] else "seed"
+        _fake_run(c, acc[(group, c["seed"])])
+    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs], "method=local-only", "method=centralized")
+    fit = next(line for line in table.splitlines() if line.startswith("| fit |"))
+    # +10 and +4 over the lower bound, -10 and -4 under the upper; gaps 20 and 8: (10 + 4) / (20 + 8) = 50%
+    assert "| 72.0 ± 2.0 | +7.0 ± 3.0 | -7.0 ± 3.0 | 50% |" in fit
+    assert "per seed: +20.0 / +8.0 points (upper >= lower holds on every seed)" in table
+    with pytest.raises(ConfigError, match=r"\[bounds\] needs lower"):
+        load_sweep(_write(tmp_path, "[bounds]\nlower = 'x'\n"))
+
+
+def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
+    from fedfit.sweep import stability_table
+
+    runs = {"steady": [0.60, 0.65, 0.70, 0.695], "worse": [0.60, 0.70, 0.58], "dip": [0.60, 0.70, 0.68]}
+    dirs = []
+    for name, accs in runs.items():
+        w = RunWriter(tmp_path / name, {"name": name, "seed": 0})
+        for r, a in enumerate(accs):
+            w.write(RoundRecord(round=r, acc_mean=a, global_acc=0.5))
+        w.finish()
+        dirs.append(tmp_path / name)
+    lines = stability_table(dirs).splitlines()
+    assert "| steady | 60.0 / 70.0 (2) / 69.5 | yes | 50.0 / 50.0 (0) / 50.0 | yes |" in lines
+    assert "| worse | 60.0 / 70.0 (1) / 58.0 | **NO** |" in lines[3] and "| dip | 60.0 / 70.0 (1) / 68.0 | **NO** |" in lines[4]

@@ -4,7 +4,7 @@
 
 A message's content (a Flower ``RecordDict``)::
 
-    "config"   ConfigRecord   "phase": "hello" | "train" | "evaluate" | "global"; "server-round": int;
+    "config"   ConfigRecord   "phase": "hello" | "train" | "evaluate" | "stats"; "server-round": int;
                               "layout": the state layout's fingerprint (int); "state-size": n (int);
                               strategies add their own keys ("proximal-mu", DP's clipping norm)
     "arrays"   ArrayRecord    the model's SHARED state. On the wire: the codec's arrays ("x", or
@@ -13,9 +13,13 @@ A message's content (a Flower ``RecordDict``)::
                               (``fedfit.layout.Layout.pack`` order). Empty for local-only training.
     "metrics"  MetricRecord   replies: "num-examples" (aggregation weight: support images),
                               "partition-id", "layout" (fingerprint), losses, accuracies, seconds
-    "stats"    ArrayRecord    evaluate replies with global evaluation: "class_ids" int64 (C,),
-                              "counts" float32 (C,), "sums" float32 (C, d) support-feature sums
-    "means"    ArrayRecord    global phase: "class_ids" int64 (K,), "means" float32 (K, d)
+    "stats"    ArrayRecord    evaluate replies with "global-eval" and "stats" replies: the class
+                              statistics of the support set for the global head
+                              (``fedfit.global_head.client_statistics``): "class_ids" int64 (C,),
+                              "counts" float32 (C,), "sums" float32 (C, d), and for LDA / QDA heads
+                              "factor" float32 (r, d) + "factor_rows" int64 (C,); evaluate replies
+                              add the query set: "query_features" float32 (m, d), "query_labels"
+                              int64 (m,) global class ids, "query_ids" int64 (m,) image ids
 
 Everything received from the other side is validated here before use (``ValueError`` on anything
 malformed): replies come from untrusted clients.
@@ -29,10 +33,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedfit.codecs import Codec
 
-CONFIG, ARRAYS, METRICS, STATS, MEANS = "config", "arrays", "metrics", "stats", "means"
+CONFIG, ARRAYS, METRICS, STATS = "config", "arrays", "metrics", "stats"
 STATE = "state"
 PHASE, ROUND, LAYOUT, STATE_SIZE = "phase", "server-round", "layout", "state-size"
-HELLO, TRAIN, EVALUATE, GLOBAL = "hello", "train", "evaluate", "global"
+HELLO, TRAIN, EVALUATE, STATS_PHASE = "hello", "train", "evaluate", "stats"
+GLOBAL_EVAL = "global-eval"  # evaluate config: also send the class statistics and query features
 WEIGHT, PARTITION = "num-examples", "partition-id"
 MAX_WEIGHT = 1e9  # a reply claiming more examples than this is hostile
 INJECTED = 900   # error code of a simulated fault (a dropout): counted apart from real failures
@@ -113,16 +118,45 @@ def metrics_of(msg: Message) -> MetricRecord:
     return metrics
 
 
-def class_stats_of(record: ArrayRecord, dim: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(class ids int64 (C,), counts float (C,), sums float32 (C, d)) of a "stats" record, validated."""
+CLASS_KEYS = {"class_ids", "counts", "sums"}
+FACTOR_KEYS = {"factor", "factor_rows"}
+QUERY_KEYS = {"query_features", "query_labels", "query_ids"}
+
+
+def class_stats_of(record: ArrayRecord, dim: int | None = None, scatter: bool = False,
+                   queries: bool = False) -> dict[str, np.ndarray]:
+    """The validated arrays of a "stats" record (keys above): shapes, dtypes, feature width ``dim``,
+    finite non-negative counts, distinct class ids; ``scatter``: the factor rows must be there and add
+    up; ``queries``: the query features must be there. ValueError naming what is wrong."""
     a = _numpy(record) if isinstance(record, ArrayRecord) else {}
-    if set(a) != {"class_ids", "counts", "sums"}:
-        raise ValueError(f"class statistics need class_ids, counts, sums; got {sorted(a)}")
+    want = CLASS_KEYS | (FACTOR_KEYS if scatter else set()) | (QUERY_KEYS if queries else set())
+    if set(a) != want:
+        raise ValueError(f"class statistics need {sorted(want)}; got {sorted(a)}")
     ids, cnt, tot = a["class_ids"], a["counts"], a["sums"]
     if ids.ndim != 1 or ids.dtype.kind not in "iu" or cnt.shape != ids.shape or tot.ndim != 2 \
-            or tot.shape[0] != ids.shape[0] or (dim is not None and tot.shape[1] != dim) \
-            or len(np.unique(ids)) != ids.size or (ids.size and ids.min() < 0):
+            or tot.shape[0] != ids.shape[0] or len(np.unique(ids)) != ids.size or (ids.size and ids.min() < 0):
         raise ValueError("malformed class statistics (shapes, dtypes or repeated class ids)")
+    width = tot.shape[1]
+    if dim is not None and width != dim:
+        raise ValueError(f"class statistics of feature width {width}, expected {dim}")
     if not (np.all(np.isfinite(tot)) and np.all(np.isfinite(cnt)) and np.all(cnt >= 0)):
         raise ValueError("class statistics hold non-finite or negative values")
-    return ids.astype(np.int64), cnt.astype(np.float64), tot.astype(np.float32)
+    out = {"class_ids": ids.astype(np.int64), "counts": cnt.astype(np.float64), "sums": tot.astype(np.float32)}
+    if scatter:
+        fac, rows = a["factor"], a["factor_rows"]
+        if fac.ndim != 2 or fac.shape[1] != width or rows.shape != ids.shape or rows.dtype.kind not in "iu" \
+                or np.any(rows < 0) or int(rows.sum()) != fac.shape[0] or np.any(rows > np.maximum(cnt, 1)):
+            raise ValueError("malformed scatter factor (its width, or rows per class that do not add up)")
+        if not np.all(np.isfinite(fac)):
+            raise ValueError("scatter factor holds non-finite values")
+        out.update(factor=fac.astype(np.float32), factor_rows=rows.astype(np.int64))
+    if queries:
+        qf, ql, qi = a["query_features"], a["query_labels"], a["query_ids"]
+        if qf.ndim != 2 or qf.shape[1] != width or ql.shape != (qf.shape[0],) or qi.shape != ql.shape \
+                or ql.dtype.kind not in "iu" or qi.dtype.kind not in "iu":
+            raise ValueError("malformed query features (shapes, dtypes or feature width)")
+        if not np.all(np.isfinite(qf)):
+            raise ValueError("query features hold non-finite values")
+        out.update(query_features=qf.astype(np.float32), query_labels=ql.astype(np.int64),
+                   query_ids=qi.astype(np.int64))
+    return out

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedfit.adapters.base import ADAPTERS, Adapter, check_arrays, to_arrays
+from fedfit.heads import fit_linear_head
 
 
 class CaSEBlock(nn.Module):
@@ -192,27 +193,13 @@ class CaSE(Adapter):
         previous head when its shape fits, else zeros), score the query features (m, D)."""
         d, dev = support.shape[1], support.device
         old = self._linear
-        if old and tuple(old["weight"].shape) == (num_classes, d):
-            w0, b0 = old["weight"], old["bias"]
-        else:
-            w0, b0 = torch.zeros(num_classes, d), torch.zeros(num_classes)
-        w = w0.to(dev, torch.float32).clone().requires_grad_(True)
-        b = b0.to(dev, torch.float32).clone().requires_grad_(True)
-        feats, labels = support.detach().float(), support_y.to(dev)
-        rng = np.random.default_rng(seed)
-        with torch.enable_grad():
-            opt = torch.optim.Adam([w, b], lr=1e-3, weight_decay=1e-5)
-            for lr in np.linspace(1e-3, 1e-5, self.linear_steps):
-                idx = torch.as_tensor(rng.integers(0, len(feats), self.linear_batch), device=dev)
-                for group in opt.param_groups:
-                    group["lr"] = float(lr)
-                loss = F.cross_entropy(feats[idx] @ w.T + b, labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        self._linear = {"weight": w.detach().cpu(), "bias": b.detach().cpu()}
+        warm = bool(old) and tuple(old["weight"].shape) == (num_classes, d)
+        w, b = fit_linear_head(support, support_y, num_classes, self.linear_steps, self.linear_batch,
+                               rng=np.random.default_rng(seed), w0=old["weight"] if warm else None,
+                               b0=old["bias"] if warm else None)
+        self._linear = {"weight": w.cpu(), "bias": b.cpu()}
         with torch.no_grad():
-            logits = query.float() @ w.detach().T + b.detach()
+            logits = query.float() @ w.T + b
             y = query_y.to(dev)
             return {"accuracy_linear": float((logits.argmax(1) == y).float().mean()),
                     "loss_linear": float(F.cross_entropy(logits, y))}

@@ -5,7 +5,7 @@
 Importing this package registers all of them; it imports neither torch nor flwr.
 """
 from .base import ClientData, DataError, ImageSet
-from .loader import SOURCES, load_source
+from .loader import SOURCES, has_test_split, load_source
 from .partition import (ClientPlan, kshot_plan, materialize, natural_plan, partition_kshot, partition_natural,
                         sample_task)
 
@@ -14,6 +14,6 @@ from . import cifar100, digits, emnist, fashion_mnist, imagefolder, openclipart 
 DEFAULT_SOURCE = "openclipart"
 
 __all__ = [
-    "SOURCES", "DEFAULT_SOURCE", "load_source", "ImageSet", "ClientData", "DataError", "ClientPlan",
+    "SOURCES", "DEFAULT_SOURCE", "load_source", "has_test_split", "ImageSet", "ClientData", "DataError", "ClientPlan",
     "partition_kshot", "partition_natural", "sample_task", "kshot_plan", "natural_plan", "materialize",
 ]

@@ -59,7 +59,8 @@ class ClientData:
     support_x / query_x: uint8 (n, S, S, 3); support_y / query_y: int64 local labels 0..C-1;
     classes: int64 (C,) the global class index of each local label (into the ImageSet's class_names);
     history_x: uint8 (h, S, S, 3) the client's unlabelled history images of its own classes (labels
-    withheld; (0, S, S, 3) when there is none).
+    withheld; (0, S, S, 3) when there is none); query_ids: int64 (m,) the query images' indices in the
+    set they came from (a test split may give two clients the same image: the ids tell).
     """
 
     client_id: int
@@ -69,10 +70,13 @@ class ClientData:
     query_y: np.ndarray
     classes: np.ndarray
     history_x: np.ndarray | None = None
+    query_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.history_x is None:
             self.history_x = np.zeros((0, *self.support_x.shape[1:]), dtype=np.uint8)
+        if self.query_ids is None:
+            self.query_ids = np.full(len(self.query_y), -1, dtype=np.int64)
 
     @property
     def num_classes(self) -> int:

@@ -25,3 +25,8 @@ def load_source(name: str, image_size: int = 96, root: str | None = None, cache_
     except RegistryError as e:
         raise DataError(str(e)) from None
     return SOURCES.create(name, image_size=image_size, root=root, cache_dir=cache_dir, **options)
+
+
+def has_test_split(name: str) -> bool:
+    """Whether source ``name`` has a separate test split (its factory takes ``split``)."""
+    return "split" in SOURCES.options(name)

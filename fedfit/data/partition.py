@@ -4,6 +4,13 @@ Every function is deterministic given its ``seed`` (or ``rng``) and the data, so
 can recompute the same partition on its own. Plans hold indices only (cheap); ``materialize`` copies one
 client's images. Support and query sets are ordered class by class, local labels 0..C-1 follow the
 order of ``classes`` (sorted global ids).
+
+Queries are held out in one of two ways. Without ``query_data`` they are images of the training set that
+no client trains on (each image in at most one client's support, query or history set). With
+``query_data`` (a source's test split, with the same classes) every client's queries are drawn from the
+test images of its classes: never trained on by anyone, distinct within a client, independent across
+clients (two clients of one class may share test images, as in FiT's protocol where every client is
+tested on all test images of its classes: ``queries = -1``).
 """
 from __future__ import annotations
 
@@ -28,12 +35,14 @@ class ClientPlan:
     history_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-def materialize(data: ImageSet, plan: ClientPlan) -> ClientData:
-    """Copy the images of ``plan`` out of ``data`` -> ClientData (uint8 (n, S, S, 3) arrays)."""
+def materialize(data: ImageSet, plan: ClientPlan, query_data: ImageSet | None = None) -> ClientData:
+    """Copy the images of ``plan`` out of ``data`` -> ClientData (uint8 (n, S, S, 3) arrays); the query
+    images out of ``query_data`` when the plan drew them from it (a test split)."""
+    queries = data if query_data is None else query_data
     return ClientData(client_id=plan.client_id, support_x=np.asarray(data.images[plan.support_idx]),
-                      support_y=plan.support_y, query_x=np.asarray(data.images[plan.query_idx]),
+                      support_y=plan.support_y, query_x=np.asarray(queries.images[plan.query_idx]),
                       query_y=plan.query_y, classes=plan.classes,
-                      history_x=np.asarray(data.images[plan.history_idx]))
+                      history_x=np.asarray(data.images[plan.history_idx]), query_ids=plan.query_idx)
 
 
 def _require(minimum: int, **values: int) -> None:
@@ -55,17 +64,24 @@ def _max_clients(cap: np.ndarray, classes_per_client: int) -> int:
 
 
 def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots: int, queries: int,
-               seed: int, history: int = 0, held_out: int = 0, held_out_upto: bool = False) -> list[ClientPlan]:
+               seed: int, history: int = 0, held_out: int = 0, held_out_upto: bool = False,
+               query_data: ImageSet | None = None) -> list[ClientPlan]:
     """Plans for ``partition_kshot`` (same arguments). ``held_out`` more clients (ids num_clients ..
     num_clients + held_out - 1: new users that never train) are planned AFTER the others, from the images
     left over, so the first ``num_clients`` plans are the same whatever ``held_out`` is; with
-    ``held_out_upto`` as many as the leftover images allow, at most ``held_out`` (else DataError)."""
+    ``held_out_upto`` as many as the leftover images allow, at most ``held_out`` (else DataError).
+    ``query_data``: draw the queries from this set (a test split; see the module docstring), ``queries``
+    per class, or every test image of the class with ``queries = -1``."""
     _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
-    _require(0, queries=queries, history=history, held_out=held_out)
-    need = shots + queries + history
+    _require(0, history=history, held_out=held_out)
+    if query_data is None or queries != -1:
+        _require(0, queries=queries)
+    pick = None if query_data is None else _test_queries(data, query_data, queries, seed)
+    need = shots + history + (0 if pick else queries)
     labels = np.asarray(data.labels)
-    cap = data.counts() // need  # disjoint (shots + queries + history)-image slots per class
-    what = (f"{classes_per_client} classes x ({shots} shots + {queries} queries"
+    cap = data.counts() // need  # disjoint (shots [+ queries] + history)-image slots per class
+    qtext = "" if pick else f" + {queries} queries"
+    what = (f"{classes_per_client} classes x ({shots} shots{qtext}"
             f"{f' + {history} history' if history else ''})")
     if _max_clients(cap, classes_per_client) < num_clients:
         most_clients = _max_clients(cap, classes_per_client)
@@ -74,29 +90,70 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
             f"{data.name}: cannot make {num_clients} clients x {what} with no image used twice: "
             f"{int((cap > 0).sum())} of {data.num_classes} classes have >= {need} images; at most {most_clients} "
             f"clients of {classes_per_client} classes, or {num_clients} clients of at most {most_classes} "
-            f"classes, or fewer shots/queries{'/history' if history else ''}")
+            f"classes, or fewer shots{'' if pick else '/queries'}{'/history' if history else ''}")
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(len(labels)), labels))  # grouped by class, random within a class
     start = np.concatenate([[0], np.cumsum(data.counts())])
     rem = cap.copy()
-    plans = _assign(num_clients, 0, rem, cap, order, start, rng, classes_per_client, shots, queries, need)
+    slots = _Slots(order, start, cap, shots, 0 if pick else queries, need, pick)
+    plans = _assign(num_clients, 0, rem, rng, classes_per_client, slots)
     if held_out > 0:
         most = _max_clients(rem, classes_per_client)
         held_out = min(held_out, most) if held_out_upto else held_out
         if most < held_out:
             raise DataError(f"{data.name}: after {num_clients} clients, the images left give at most {most} new "
                             f"users x {what}, not {held_out}: use new_users <= {most} or fewer clients")
-        plans += _assign(held_out, num_clients, rem, cap, order, start, rng, classes_per_client, shots, queries,
-                         need)
+        plans += _assign(held_out, num_clients, rem, rng, classes_per_client, slots)
     return plans
 
 
-def _assign(n: int, first_id: int, rem: np.ndarray, cap: np.ndarray, order: np.ndarray, start: np.ndarray,
-            rng: np.random.Generator, classes_per_client: int, shots: int, queries: int,
-            need: int) -> list[ClientPlan]:
+def _test_queries(data: ImageSet, query_data: ImageSet, queries: int, seed: int):
+    """``pick(client_id, class) -> indices into query_data``: ``queries`` distinct test images of the
+    class (all of them for -1), from a stream of (seed, client, class); DataError when a class has fewer."""
+    if list(query_data.class_names) != list(data.class_names):
+        raise DataError(f"{query_data.name}: the query split's classes differ from the training split's")
+    by_class = [np.flatnonzero(query_data.labels == c) for c in range(data.num_classes)]
+    if queries != -1:
+        short = [c for c in range(data.num_classes) if 0 < data.counts()[c] and len(by_class[c]) < queries]
+        if short:
+            raise DataError(f"{query_data.name}: {len(short)} classes have fewer than queries = {queries} test "
+                            f"images (e.g. {data.class_names[short[0]]!r}: {len(by_class[short[0]])}); use "
+                            f"queries <= {min(len(by_class[c]) for c in short)} or -1 (all of them)")
+
+    def pick(client_id: int, c: int) -> np.ndarray:
+        idx = by_class[c]
+        if queries == -1:
+            return idx
+        rng = np.random.default_rng([seed, client_id, c, 0x9E5])
+        return np.sort(rng.choice(idx, queries, replace=False))
+
+    return pick
+
+
+@dataclass
+class _Slots:
+    """Where a client's images come from: class ``c``'s slot ``s`` is ``need`` images of the training
+    set's random class order (support, then queries unless ``pick`` draws them from a test split, then
+    history)."""
+
+    order: np.ndarray
+    start: np.ndarray
+    cap: np.ndarray
+    shots: int
+    queries: int
+    need: int
+    pick: object = None
+
+    def block(self, c: int, s: int) -> np.ndarray:
+        return self.order[self.start[c] + s * self.need: self.start[c] + (s + 1) * self.need]
+
+
+def _assign(n: int, first_id: int, rem: np.ndarray, rng: np.random.Generator, classes_per_client: int,
+            slots: _Slots) -> list[ClientPlan]:
     """``n`` clients (ids from ``first_id``) of distinct classes from the free slots ``rem`` (updated in
     place); greedy, but always leaving the remaining clients a feasible choice."""
     plans = []
+    shots, queries = slots.shots, slots.queries
     for i in range(n):
         k = n - i  # clients still to serve, this one included
         big = np.flatnonzero(rem >= k)
@@ -105,15 +162,20 @@ def _assign(n: int, first_id: int, rem: np.ndarray, cap: np.ndarray, order: np.n
         chosen = rng.choice(big, forced, replace=False) if forced else np.empty(0, np.int64)
         others = np.setdiff1d(np.flatnonzero(rem > 0), chosen)
         chosen = np.sort(np.concatenate([chosen, rng.choice(others, classes_per_client - forced, replace=False)]))
-        slot = cap[chosen] - rem[chosen]
+        slot = slots.cap[chosen] - rem[chosen]
         rem[chosen] -= 1
-        blocks = [order[start[c] + s * need: start[c] + (s + 1) * need] for c, s in zip(chosen, slot)]
+        blocks = [slots.block(c, s) for c, s in zip(chosen, slot)]
         local = np.arange(classes_per_client, dtype=np.int64)
+        cid = first_id + i
+        if slots.pick is None:
+            q = [b[shots:shots + queries] for b in blocks]
+        else:
+            q = [slots.pick(cid, int(c)) for c in chosen]
         plans.append(ClientPlan(
-            client_id=first_id + i, classes=chosen.astype(np.int64),
+            client_id=cid, classes=chosen.astype(np.int64),
             support_idx=np.concatenate([b[:shots] for b in blocks]), support_y=np.repeat(local, shots),
-            query_idx=np.concatenate([b[shots:shots + queries] for b in blocks]).astype(np.int64),
-            query_y=np.repeat(local, queries),
+            query_idx=np.concatenate(q).astype(np.int64),
+            query_y=np.repeat(local, [len(x) for x in q]).astype(np.int64),
             history_idx=np.concatenate([b[shots + queries:] for b in blocks]).astype(np.int64)))
     return plans
 

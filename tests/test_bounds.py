@@ -1,0 +1,115 @@
+"""FiT's two bounds as methods (``local-only``: every client alone, once, FiT's 400 steps; ``centralized``:
+the pooled support sets) and the episode samplers behind them and FiT's own split."""
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from fedfit import cli
+from fedfit.centralized import pool, steps_in_round, upload_bytes
+from fedfit.config import load_config
+from fedfit.episodes import FixedSplit, PooledEpisodes, split_episode
+from tests.runs import rounds
+
+DIGITS = ["dataset=digits", "image_size=32", "engine=inline", "queries=5"]
+
+
+def test_local_only_is_fits_lower_bound_every_client_alone_once_400_steps(tmp_path):
+    """``fedfit simulate method=local-only local_steps=400``: one training round in which every training
+    client fine-tunes its own adapter 400 steps; nothing aggregated, nothing counted as traffic; the
+    new user, who never trains, keeps the frozen head's accuracy."""
+    args = [*DIGITS, "method=local-only", "local_steps=400", "num_clients=3", "clients_per_round=1",
+            "classes_per_client=2", "shots=2", "new_users=1", "rounds=10", f"out_dir={tmp_path}", "name=low"]
+    assert cli.main(["simulate", *args]) == 0
+    rs = rounds(tmp_path / "low")
+    assert [r["round"] for r in rs] == [0, 1]  # rounds=10 asked: the bound trains once
+    assert rs[1]["trained"] == [0, 1, 2] and rs[1]["clients"] == 3
+    assert all(rs[1]["per_client"][str(p)]["train_steps"] == 400 for p in range(3))
+    assert all(r["cum_bytes_wire"] == 0 and r["bytes_up_wire"] == 0 for r in rs)
+    assert rs[1]["new_acc_mean"] == rs[0]["new_acc_mean"] and rs[1]["global_acc"] is None
+    config = json.loads((tmp_path / "low" / "config.json").read_text())
+    assert config["local_steps_resolved"] == 400 and config["training_rounds"] == 1
+
+
+def test_local_steps_default_to_fits_budget_for_local_only_only():
+    from fedfit.config import local_steps
+
+    assert local_steps(load_config(overrides={"method": "local-only"})) == 400
+    assert local_steps(load_config()) == 10
+    assert local_steps(load_config(overrides={"method": "local-only", "local_steps": 7})) == 7
+
+
+def test_centralized_is_fits_upper_bound_trained_on_the_pooled_support_sets(tmp_path):
+    """``fedfit simulate method=centralized``: the server trains the adapter over every training client's
+    support images (the federation's own step budget), uploaded once as PNG files: round 1's bytes."""
+    args = [*DIGITS, "method=centralized", "num_clients=4", "clients_per_round=2", "local_steps=3", "rounds=2",
+            "new_users=1", f"out_dir={tmp_path}", "name=up"]
+    assert cli.main(["simulate", *args]) == 0
+    rs = rounds(tmp_path / "up")
+    cfg = load_config(overrides=args)
+    images, labels = pool(cfg)
+    assert images.shape == (100, 32, 32, 3) and len(np.unique(labels)) > 5  # 4 clients x 5 classes x 5 shots
+    png = 0
+    for img in images:  # the upload, encoded independently of fedfit's own helper
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0], mode="L").save(buf, format="PNG")
+        png += buf.tell()
+    assert rs[1]["bytes_up_wire"] == png == upload_bytes(images) and rs[1]["bytes_down_wire"] == 0
+    assert rs[2]["bytes_up_wire"] == 0 and rs[2]["cum_bytes_wire"] == png
+    assert [r["extra"]["central"]["train_steps"] for r in rs[1:]] == [6, 6]  # 2 rounds x 2 clients x 3 steps
+    assert rs[2]["global_acc"] is not None and rs[2]["new_users"] == 1
+    assert json.loads((tmp_path / "up" / "config.json").read_text())["central_steps_resolved"] == 12
+
+
+def test_central_steps_spread_over_the_rounds():
+    assert [steps_in_round(10, 4, r) for r in range(1, 5)] == [2, 3, 2, 3]
+    assert sum(steps_in_round(500, 10, r) for r in range(1, 11)) == 500
+    assert steps_in_round(10, 4, 0) == 0 and steps_in_round(10, 4, 5) == 0
+
+
+def test_pooled_episodes_are_client_sized_tasks_across_clients(rng):
+    labels = np.repeat(np.arange(20), 10)  # a pool: 20 classes x 10 images (several clients' shots)
+    sampler = PooledEpisodes(labels, shots=4, rng=rng, min_way=5, max_way=5)
+    seen = set()
+    for _ in range(50):
+        ci, cy, ti, ty = sampler(rng)
+        assert len(ci) == 10 and len(ti) == 10 and set(cy) == set(ty) == set(range(5))  # 5-way, 2 + 2 per class
+        assert not set(ci) & set(ti)
+        assert all(len(set(labels[ci[cy == j]]) | set(labels[ti[ty == j]])) == 1 for j in range(5))
+        seen |= set(labels[ci])
+    assert len(seen) == 20  # episodes range over the whole pool
+    fixed = PooledEpisodes(labels, shots=4, rng=rng, min_way=5, max_way=5, split="round")
+    ctx_all, tgt_all = set(), set()
+    for _ in range(50):
+        ci, _, ti, _ = fixed(rng)
+        ctx_all |= set(ci)
+        tgt_all |= set(ti)
+    assert not ctx_all & tgt_all  # one split for the whole call
+
+
+def test_fits_split_is_drawn_once_and_every_step_uses_all_of_it(rng):
+    """``episode_split = round``: FiT's TaskResampler (context/target fixed per call), against the
+    default that draws them afresh every step."""
+    labels = np.repeat(np.arange(2), 5)  # a 2-class client with 5 shots
+    sampler = FixedSplit(labels, rng)
+    first = sampler(rng)
+    for _ in range(5):
+        ep = sampler(rng)
+        assert all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(first[::2], ep[::2]))
+    assert len(first[0]) == 6 and len(first[2]) == 4  # ceil(5/2) context per class
+    fresh = {tuple(np.sort(split_episode(labels, rng)[0])) for _ in range(20)}
+    assert len(fresh) > 1
+
+
+def test_episode_split_option_reaches_the_clients_training():
+    from fedfit.federated import ClientWork, initial_state
+
+    out = {}
+    for split in ("step", "round"):
+        cfg = load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1,
+                                     "local_steps": 3, "queries": 2, "episode_split": split, "device": "cpu"})
+        _, flat = initial_state(cfg)
+        out[split], m = ClientWork(cfg, 0).train(flat, 1)
+        assert m["train_steps"] == 3 and np.linalg.norm(out[split] - flat) > 0
+    assert not np.array_equal(out["step"], out["round"])
