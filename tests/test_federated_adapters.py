@@ -109,7 +109,9 @@ def test_personal_state_is_never_on_the_wire(tmp_path):
     assert personal and all(np.abs(a).max() > 0 for a in personal)  # trained linear heads
     wire_bytes = b"".join(sent)
     for a in personal:
-        for row in np.asarray(a, np.float32).reshape(len(a), -1)[:, :64]:  # any 256-byte stretch of it
+        a = np.asarray(a, np.float32)
+        rows = a[:, :64] if a.ndim == 2 else a[None]  # a 256-byte stretch of every row; a vector whole
+        for row in rows:
             assert row.tobytes() not in wire_bytes
 
 
