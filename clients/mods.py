@@ -1,7 +1,8 @@
 """Flower mods around fedfit's ClientApp handlers (outermost first).
 
 * ``error_mod``: any exception becomes an error reply with a one-line reason ("ValueError: ..."):
-  the server counts it and goes on; Flower logs no traceback per client.
+  the server counts it and goes on; Flower logs no traceback per client. A CUDA error (or CUDA out of
+  memory) is marked ``wire.FATAL``: fedfit's actor pool then replaces the process that served it.
 * ``fault_mod`` (``make_fault_mod``): simulated dropouts (an error reply marked ``wire.INJECTED``) and
   stragglers (a sleep), seeded (``fedfit.faults``); training messages only.
 * ``poison_mod`` (``make_poison_mod``): a hostile client (``fedfit.faults.hostile_clients``) replaces
@@ -91,12 +92,27 @@ def make_poison_mod(config_of: Callable[[Context], dict[str, Any]]):
     return poison_mod
 
 
+FATAL_TYPES = ("OutOfMemoryError", "AcceleratorError", "CudaError")
+FATAL_TEXT = ("CUDA error", "CUDA out of memory", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
+              "device-side assert")
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Whether ``e`` leaves this process's CUDA context unusable (or its GPU memory exhausted): the
+    process must not serve another client (``wire.FATAL``)."""
+    text = str(e)
+    return type(e).__name__ in FATAL_TYPES or any(t in text for t in FATAL_TEXT)
+
+
 def error_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     try:
         return call_next(msg, context)
     except Exception as e:  # every failure of the client's work becomes its reply
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return error_reply(msg, f"{type(e).__name__}: {first}" if first else type(e).__name__)
+        reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        if is_fatal(e):
+            return error_reply(msg, reason + " (the client's process is replaced)", wire.FATAL)
+        return error_reply(msg, reason)
 
 
 def make_codec_mod(config_of: Callable[[Context], dict[str, Any]]):

@@ -4,8 +4,10 @@ A ``Backbone`` maps normalized images (B, 3, S, S) float to pooled features (B, 
 parameters never receive gradients and its norm layers stay in eval mode (running statistics are
 used and never updated), also when a surrounding module is put in train mode.
 
-Precision (``precision=``): ``"auto"`` runs the frozen backbone under bf16 autocast on CUDA (features
-returned as float32 for the heads) and in exact float32 elsewhere; ``"fp32"`` is float32 everywhere.
+Precision (``precision=``): ``"auto"`` runs the frozen backbone under bf16 autocast on CUDA GPUs with
+native bf16 (compute capability >= 8.0; features returned as float32 for the heads) and in exact float32
+elsewhere; ``"fp32"`` is float32 everywhere. On CUDA, TF32 is switched off and kernels are deterministic
+(``exact_cuda``): float32 means float32, and the same inputs give the same outputs on one GPU.
 ``batch_size``: images per forward when embedding many (128 on CPU, 512 on CUDA).
 
 Weights (``weights=``):
@@ -99,8 +101,9 @@ class Backbone(nn.Module):
 
     @property
     def bf16(self) -> bool:
-        """Whether the forward runs under bf16 autocast (CUDA with precision 'auto')."""
-        return self.device.type == "cuda" and self.precision == "auto"
+        """Whether the forward runs under bf16 autocast: precision 'auto' on a CUDA GPU with native bf16
+        (compute capability 8.0 and later; before that bf16 is emulated and slower than fp32)."""
+        return self.device.type == "cuda" and self.precision == "auto" and native_bf16(self.device)
 
     @property
     def batch_size(self) -> int:
@@ -123,6 +126,24 @@ class Backbone(nn.Module):
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return self.model(x).float()
         return self.model(x)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this CUDA device computes bf16 natively (compute capability >= 8.0)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def exact_cuda() -> None:
+    """CUDA arithmetic as fedfit promises it: float32 is float32 (no TF32 in cuDNN convolutions nor in
+    cuBLAS matmuls, which this torch enables by default on Ampere and later) and the same inputs give the
+    same outputs (deterministic cuDNN kernels, no autotuning, deterministic algorithms where torch has
+    them; cuBLAS's workspace config set before its first call). bf16 autocast ('auto') is unaffected."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -172,7 +193,10 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
         else:
             _load_state_dict(model, path, by_order=offline is not None)
         source = f"file:{path}"
-    return Backbone(model, name, mean, std, source, precision=precision).to(default_device(device))
+    dev = default_device(device)
+    if dev.type == "cuda":
+        exact_cuda()
+    return Backbone(model, name, mean, std, source, precision=precision).to(dev)
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:

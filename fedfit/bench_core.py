@@ -61,16 +61,15 @@ def client_threads(cfg: dict[str, Any]) -> int:
 
 
 def client_workers(cfg: dict[str, Any], cpus: float | None = None, gpus: float | None = None) -> int:
-    """Clients that can work at once: CPUs // num_cpus (and GPUs // num_gpus where clients take GPUs),
-    as fedfit's actor pool sizes itself; 1 for the inline engine (one client after another)."""
+    """Clients that can work at once on this machine: CPUs / num_cpus (and GPUs / num_gpus where clients
+    take GPUs) in Ray's units, as fedfit's actor pool sizes itself; 1 for the inline engine."""
     if cfg["engine"] == "inline":
         return 1
+    from fedfit.preflight import concurrent_clients
+
     cpus = float(os.cpu_count() or 1) if cpus is None else cpus
-    n = int(cpus // max(cfg["num_cpus"], 1e-9))
-    if cfg["num_gpus"] > 0:
-        gpus = float(torch.cuda.device_count()) if gpus is None else gpus
-        n = min(n, int(gpus // cfg["num_gpus"]))
-    return max(1, n)
+    gpus = float(torch.cuda.device_count()) if gpus is None else gpus
+    return max(1, concurrent_clients([{"CPU": cpus, "GPU": gpus}], cfg["num_cpus"], cfg["num_gpus"]))
 
 
 def _version(package: str) -> str | None:
@@ -117,7 +116,16 @@ def _timed(step, device: torch.device, iterations: int) -> float:
     return time.perf_counter() - t0
 
 
-def bare_throughput(cfg: dict[str, Any], device: str | None = None, repeats: int = 5, warmup: int = 2,
+def bare_throughput(cfg: dict[str, Any], device: str | None = None, **options) -> dict[str, Any]:
+    """``_bare_throughput`` (below), then its model freed: on CUDA the cached blocks go back to the driver,
+    so the bench's own model holds no GPU memory while the federation it measures runs."""
+    out = _bare_throughput(cfg, device=device, **options)
+    if torch.device(out["device"]).type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def _bare_throughput(cfg: dict[str, Any], device: str | None = None, repeats: int = 5, warmup: int = 2,
                     repeat_seconds: float = 0.5, seed: int = 0) -> dict[str, Any]:
     """Images/s of the run's backbone + adapter on one episodic step's images (``episode_images``) at
     the run's resolution, in the calling thread's torch threads: ``forward`` (eval mode, no gradients,

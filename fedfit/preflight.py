@@ -3,7 +3,9 @@
 ``prepare(cfg)`` resolves the data source and plans the partition (indices only: missing data or an
 impossible partition is a ``DataError``), builds the model once (unknown backbone or unavailable
 weights: ``BackboneError``) and returns what the server needs: the state layout and initial state.
-``check_resources`` compares one client's resource request with what the machine (or cluster) has.
+``check_resources`` compares one client's resource request with what the machine (or cluster) has, and
+``check_devices`` the ``device`` with what the engine gives a client; ``concurrent_clients`` counts the
+clients that work at once as Ray would place them.
 """
 from __future__ import annotations
 
@@ -54,6 +56,47 @@ def prepare(cfg: dict[str, Any]) -> RunSetup:
                     client_independent_features=not (adapter.has_task_phase or adapter.uses_history))
 
 
+RESOURCE_UNIT = 10_000  # Ray accounts resources in fixed point, 1/10,000 of a unit
+
+
+def _units(x: float) -> int:
+    return int(round(float(x) * RESOURCE_UNIT))
+
+
+def concurrent_clients(nodes: list[dict[str, float]], num_cpus: float, num_gpus: float = 0.0) -> int:
+    """Clients (actors of ``num_cpus`` CPUs and ``num_gpus`` GPUs) that fit at once on these Ray nodes'
+    resources ({"CPU": .., "GPU": ..} each), node by node and in Ray's fixed-point units: 5 actors of
+    0.2 GPU and 10 of 0.1 on one GPU (float division would give 4 and 9: 1 // 0.2 == 4.0)."""
+    total = 0
+    for res in nodes:
+        n = _units(res.get("CPU", 0)) // max(_units(num_cpus), 1)
+        if num_gpus > 0:
+            n = min(n, _units(res.get("GPU", 0)) // max(_units(num_gpus), 1))
+        total += n
+    return total
+
+
+def check_devices(cfg: dict[str, Any], gpus: float, where: str = "this machine") -> None:
+    """Raise ResourceError for a ``device`` the clients cannot have: ``cuda`` on the Ray / Flower engines
+    with ``num_gpus = 0`` (Ray hides every GPU from actors given none), ``cuda:N`` with N >= 1 there
+    (each actor sees the GPU Ray gave it as cuda:0), or any ``cuda:N`` beyond the GPUs ``where`` has."""
+    device = str(cfg["device"])
+    if not device.startswith("cuda"):
+        return
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if cfg["engine"] != "inline":
+        if cfg["num_gpus"] <= 0:
+            raise ResourceError(f"device = {device} with num_gpus = 0: Ray gives the clients no GPU. Set num_gpus "
+                                f"> 0 (0.25: four clients per GPU), or device = auto, or engine = inline.")
+        if index >= 1:
+            raise ResourceError(f"device = {device}: on the {cfg['engine']} engine every client's actor sees the GPU "
+                                f"Ray gave it as cuda:0. Use device = cuda (Ray picks the GPU).")
+    elif index >= gpus:
+        raise ResourceError(f"device = {device}, but {where} has {gpus:g} CUDA GPUs (cuda:0 .. cuda:{int(gpus) - 1})."
+                            if gpus > 0 else f"device = {device} but {where} has no CUDA GPU. Use device = auto or "
+                                             f"cpu.")
+
+
 def check_resources(cfg: dict[str, Any], cpus: float, gpus: float, where: str = "this machine") -> None:
     """Raise ResourceError (saying what to change) when one client needs more than ``cpus`` / ``gpus``."""
     if cfg["num_cpus"] > cpus:
@@ -66,3 +109,4 @@ def check_resources(cfg: dict[str, Any], cpus: float, gpus: float, where: str = 
                             f"Use num_gpus <= {gpus:g} (fractions share a GPU).")
     if str(cfg["device"]).startswith("cuda") and gpus <= 0:
         raise ResourceError(f"device = {cfg['device']} but {where} has no CUDA GPU. Use device = auto or cpu.")
+    check_devices(cfg, gpus, where)

@@ -10,8 +10,12 @@ Why not Flower's simulation engine: in flwr 1.41 an actor whose process died is 
 pool and fails every later message it is given, and a client slower than the round's time limit keeps
 its actor busy into the next round. Here an actor that dies is replaced and its message answered with
 an error; at the exchange's deadline the actors still busy are killed and replaced, their clients
-counted as timeouts. Actors without a GPU see none (``CUDA_VISIBLE_DEVICES`` is emptied before torch
-loads), so CPU actors never open a CUDA context.
+counted as timeouts. A client whose work raised a CUDA error (an illegal access, cuBLAS / cuDNN failures,
+out of memory: ``wire.FATAL``, set by ``clients.mods.error_mod``) gets its error reply and its actor is
+replaced, since a CUDA context that saw such an error fails every later call in that process. Actors
+without a GPU see none (``CUDA_VISIBLE_DEVICES`` is emptied before torch loads), so CPU actors never
+open a CUDA context; actors sharing a GPU (``num_gpus`` < 1) cap their CUDA memory at their share.
+The pool's size is what fits node by node in Ray's fixed-point units (``pool_size``).
 """
 from __future__ import annotations
 
@@ -29,16 +33,20 @@ from flwr.common.serde import context_from_proto, context_to_proto, message_from
 from flwr.proto.message_pb2 import Context as ProtoContext
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
+from wire import FATAL
+
 
 class _Worker:
     """The Ray actor: one ClientApp, any number of clients in turn."""
 
-    def __init__(self, app_bytes: bytes, env: dict[str, str]):
+    def __init__(self, app_bytes: bytes, env: dict[str, str], gpu_fraction: float = 0.0):
         import ray
 
         os.environ.update(env)
         if not ray.get_gpu_ids():
             os.environ["CUDA_VISIBLE_DEVICES"] = ""  # no GPU given: never touch one (before torch loads)
+        elif 0 < gpu_fraction < 1:
+            _cap_gpu_memory(gpu_fraction)
         import cloudpickle
 
         self.app = cloudpickle.loads(app_bytes)
@@ -55,6 +63,15 @@ class _Worker:
     def visible_devices(self) -> str | None:
         """This actor's CUDA_VISIBLE_DEVICES ("" when it was given no GPU)."""
         return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _cap_gpu_memory(fraction: float) -> None:
+    """Cap this process's CUDA allocations at its share of the GPU (``num_gpus`` < 1 shares one GPU among
+    actors: one client's large batch then fails in its own actor, not in its neighbours')."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction, 0)
 
 
 class _Pending:
@@ -108,11 +125,9 @@ class RayPoolGrid:
                                                   max_concurrency=1)
         self._app = cloudpickle.dumps(client_app)
         self._env = dict(env or {})
+        self._gpu_fraction = float(num_gpus)
         if workers is None:
-            res = ray.cluster_resources()
-            workers = int(res.get("CPU", 1) // max(num_cpus, 1e-9))
-            if num_gpus > 0:
-                workers = min(workers, int(res.get("GPU", 0) // num_gpus))
+            workers = pool_size(num_cpus, num_gpus)
         self.size = max(1, int(workers))
         self.workers = [self._spawn() for _ in range(self.size)]
         self.replaced = 0  # actors replaced (died, or killed at a deadline)
@@ -120,7 +135,7 @@ class RayPoolGrid:
         self._ready = False
 
     def _spawn(self):
-        return self._actor.remote(self._app, self._env)
+        return self._actor.remote(self._app, self._env, self._gpu_fraction)
 
     def _replace(self, worker) -> Any:
         import ray
@@ -196,6 +211,8 @@ class RayPoolGrid:
                     reply = message_from_proto(ProtoMessage.FromString(out))
                     self.contexts[int(msg.metadata.dst_node_id)] = context_from_proto(ProtoContext.FromString(ctx))
                     replies.append(reply)
+                    if reply.has_error() and reply.error.code == FATAL:  # a broken CUDA context: a new process
+                        self.workers[i] = self._replace(self.workers[i])
                 free.append(i)
         for i, _ in running.values():  # past the deadline: these clients time out, their actors go
             self.workers[i] = self._replace(self.workers[i])
@@ -210,6 +227,17 @@ class RayPoolGrid:
             except Exception:
                 pass
         self.workers = []
+
+
+def pool_size(num_cpus: float, num_gpus: float = 0.0) -> int:
+    """Actors that fit at once on the running Ray cluster's live nodes (``preflight.concurrent_clients``,
+    node by node, as Flower's engine counts them)."""
+    import ray
+
+    from fedfit.preflight import concurrent_clients
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n.get("Resources")]
+    return concurrent_clients(nodes, num_cpus, num_gpus)
 
 
 def _error(msg: Message, code: int, reason: str) -> Message:

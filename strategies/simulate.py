@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fedfit.preflight import ResourceError, check_resources, prepare
+from fedfit.preflight import ResourceError, check_devices, check_resources, prepare
 
 
 def _quiet(verbose: bool) -> None:
@@ -32,13 +32,17 @@ def _quiet(verbose: bool) -> None:
     # its errors (a lost actor) stay visible. Client exceptions become error replies (clients.mods).
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Ray hides GPUs from actors asked for none (its current default; fedfit's own actors also empty
-    # CUDA_VISIBLE_DEVICES themselves); its FutureWarning about changing that default is noise here.
+    # Ray hides GPUs from actors asked for none - today's default, which Ray announces it will change:
+    # keep it explicitly (Flower's engine relies on it; fedfit's own actors also empty CUDA_VISIBLE_DEVICES)
+    os.environ[RAY_HIDE_GPUS] = "1"
     warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     # Ray starts its workers at niceness 15: any other busy process (the ServerApp thread metering
     # messages, a second job) then starves the client actors - measured 20x slower here. Level them.
     os.environ.setdefault("RAY_worker_niceness", "0")
+
+
+RAY_HIDE_GPUS = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # "1": Ray empties CUDA_VISIBLE_DEVICES of 0-GPU actors
 
 
 def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False):
@@ -55,9 +59,13 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
     except ValueError as e:
         raise ConfigError(str(e)) from None
     check_run_dir(Path(cfg["out_dir"]) / run_name(cfg), resume, overwrite)
-    if not cfg["ray_address"] and cfg["engine"] == "ray":
-        check_resources(cfg, float(os.cpu_count() or 1), float(torch.cuda.device_count()))
-    return prepare({**cfg, "device": "cpu"} if cfg["device"] == "auto" else cfg)
+    gpus = float(torch.cuda.device_count())
+    if cfg["engine"] == "inline":
+        check_devices(cfg, gpus)
+    elif not cfg["ray_address"]:
+        check_resources(cfg, float(os.cpu_count() or 1), gpus)
+    # the server needs the layout and the initial state, not a GPU: it never holds one for the whole run
+    return prepare({**cfg, "device": "cpu"})
 
 
 def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, overwrite: bool = False,
@@ -110,7 +118,8 @@ def ray_options(cfg: dict[str, Any], verbose: bool = False) -> tuple[dict[str, s
     root = str(Path(__file__).resolve().parents[1])
     threads = str(max(1, int(cfg["num_cpus"])))
     env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-           "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+           "FEDFIT_CACHE": os.environ.get("FEDFIT_CACHE", ""), "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           RAY_HIDE_GPUS: "1"}
     init = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
                 log_to_driver=verbose, runtime_env={"env_vars": env})
     return env, init

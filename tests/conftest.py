@@ -21,11 +21,9 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    """One Ray head for the tests that share it (``ray start --head``, reached on 127.0.0.1), stopped
-    by process id at the end: its address, for ``ray_address``. Also the multi-machine path: a run
-    that joins an existing cluster."""
+def _ray_head(tmp_path_factory, num_cpus: int, num_gpus: int):
+    """A ``ray start --head`` on 127.0.0.1 with these resources (GPUs may be fake: Ray only counts them);
+    yields its address, then stops this head's own processes by process id."""
     import socket
     import subprocess
     import sys
@@ -38,10 +36,10 @@ def ray_head(tmp_path_factory):
         port = s.getsockname()[1]
     temp = tmp_path_factory.mktemp("ray")
     before = procs.ray_pids()
-    env = {**os.environ, "RAY_worker_niceness": "0",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_worker_niceness": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
     ray = str(Path(sys.executable).with_name("ray"))
-    p = subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count() or 1}", "--num-gpus=0",
+    p = subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
                         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                        env=env, capture_output=True, text=True, timeout=120)
     started = procs.ray_pids() - before
@@ -52,3 +50,13 @@ def ray_head(tmp_path_factory):
     yield f"127.0.0.1:{port}"
     left = procs.stop(mine)  # and, through the process tree, every worker its raylet started
     assert not left, f"Ray processes left running: {left}"
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One Ray head for the tests that share it (``ray start --head``, reached on 127.0.0.1), stopped
+    by process id at the end: its address, for ``ray_address``. Also the multi-machine path: a run
+    that joins an existing cluster. It claims ONE GPU, a fake one where the machine has none (Ray only
+    counts it), so the GPU logic that needs no GPU is tested everywhere: how many clients share it,
+    which devices their actors see; clients asked for no GPU see none, as on a GPU machine."""
+    yield from _ray_head(tmp_path_factory, os.cpu_count() or 1, 1)

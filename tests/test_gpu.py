@@ -51,3 +51,103 @@ def test_an_actor_given_no_gpu_sees_none(ray_head):
 
 def app_stub(msg, context):  # never called: the pool only needs something to unpickle
     raise AssertionError("not called")
+
+
+def _gpu_cfg(**over):
+    from fedfit.config import load_config
+
+    return load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 3, "clients_per_round": 2,
+                                  "queries": 5, "local_steps": 2, "device": "cuda", "new_users": 0,
+                                  "case_linear_steps": 20, **over})
+
+
+@cuda
+@pytest.mark.parametrize("adapter", ["film", "case", "iciia", "scale_shift-kxk"])
+def test_each_adapter_trains_and_evaluates_on_cuda(adapter):
+    """The default path (FiLM, L2 features, ProtoNets) and the seeds' adapters: a client trains and
+    evaluates on the GPU; its class statistics and query features come back as finite CPU arrays."""
+    from fedfit.federated import ClientWork, initial_state
+
+    cfg = _gpu_cfg(adapter=adapter, history=2 if adapter == "iciia" else -1)
+    _, flat = initial_state(cfg)
+    w = ClientWork(cfg, 0)
+    assert w.model.device.type == "cuda"
+    new, m = w.train(flat, 1)
+    assert m["train_steps"] == 2 and np.isfinite(m["train_loss"]) and np.abs(new - flat).max() > 0
+    ev, stats = w.evaluate(new, 1, class_stats=True)
+    assert 0 <= ev["accuracy"] <= 1
+    assert all(isinstance(a, np.ndarray) and np.all(np.isfinite(a)) for a in stats.values())
+
+
+@cuda
+@pytest.mark.parametrize("name", ["lda", "qda"])
+def test_lda_qda_cholesky_on_cuda_match_the_cpu(name, rng):
+    from fedfit.heads import create_head
+
+    ctx = torch.tensor(rng.normal(size=(30, 64)), dtype=torch.float32)
+    y = torch.arange(30) % 5
+    tgt = torch.tensor(rng.normal(size=(12, 64)), dtype=torch.float32)
+    head = create_head(name)
+    cpu = head(ctx, y, tgt, 5)
+    gpu = head.cuda()(ctx.cuda(), y.cuda(), tgt.cuda(), 5)
+    assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, rtol=1e-4, atol=1e-3)
+
+
+@cuda
+def test_global_head_from_statistics_computed_on_cuda():
+    from fedfit.federated import ClientWork, initial_state
+    from fedfit.global_head import GlobalStatistics
+
+    cfg = _gpu_cfg(head="lda")
+    layout, flat = initial_state(cfg)
+    gs = GlobalStatistics(1280, scatter=True)
+    feats, labels = [], []
+    for p in range(3):
+        _, st = ClientWork(cfg, p).evaluate(flat, class_stats=True)
+        gs.add(p, st)
+        feats.append(st["query_features"])
+        labels.append(st["query_labels"])
+    head = gs.head("lda", layout.unpack(flat)["head/e"])
+    acc = (head.predict(np.concatenate(feats)) == np.concatenate(labels)).mean()
+    assert 0.3 < acc <= 1
+
+
+@cuda
+def test_personal_state_saved_from_and_loaded_to_the_gpu(tmp_path):
+    from fedfit.client_state import ClientStateStore
+    from fedfit.federated import PERSONAL, ClientWork, initial_state
+
+    cfg = _gpu_cfg(adapter="case")
+    _, flat = initial_state(cfg)
+    store = ClientStateStore(tmp_path / "s.sqlite")
+    w = ClientWork(cfg, 0, store=store)
+    w.evaluate(flat, 1)  # trains UpperCaSE's linear head on the GPU, saves it (CPU arrays)
+    saved = store.get_all(0, PERSONAL, 1 << 60)
+    assert saved and all(isinstance(a, np.ndarray) for a in saved.values())
+    with w.personal(version=1 << 40, save=False):
+        assert all(t.device.type == "cpu" or t.is_cuda for t in w.model.adapter._linear.values())
+        np.testing.assert_array_equal(w.model.personal_state_arrays()["adapter/linear/weight"],
+                                      saved[PERSONAL + "adapter/linear/weight"])
+
+
+@cuda
+def test_precision_fp32_gives_the_cpus_features():
+    from fedfit.backbones import create_backbone
+
+    x = torch.randn(8, 3, 96, 96)
+    cpu = create_backbone(device="cpu", precision="fp32")(x)
+    gpu = create_backbone(device="cuda", precision="fp32")
+    assert not gpu.bf16 and not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+@cuda
+def test_two_equal_runs_on_cuda_give_equal_results(tmp_path):
+    """Same options, same GPU: the same rounds.jsonl (deterministic kernels, no TF32)."""
+    from strategies.simulate import simulate
+    from tests.runs import rounds, timeless
+
+    cfg = _gpu_cfg(engine="inline", rounds=2, out_dir=str(tmp_path))
+    for name in ("a", "b"):
+        simulate({**cfg, "name": name})
+    assert timeless(rounds(tmp_path / "a")) == timeless(rounds(tmp_path / "b"))

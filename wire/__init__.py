@@ -41,6 +41,7 @@ GLOBAL_EVAL = "global-eval"  # evaluate config: also send the class statistics a
 WEIGHT, PARTITION = "num-examples", "partition-id"
 MAX_WEIGHT = 1e9  # a reply claiming more examples than this is hostile
 INJECTED = 900   # error code of a simulated fault (a dropout): counted apart from real failures
+FATAL = 901      # error code of a client whose process must not serve again (a CUDA error): its actor is replaced
 
 
 def arrays_record(named: Mapping[str, np.ndarray]) -> ArrayRecord:
