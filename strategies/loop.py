@@ -84,7 +84,7 @@ class Federation:
         self.cfg, self.progress, self.resume, self.overwrite = cfg, progress, resume, overwrite
         self.run_dir = Path(cfg["out_dir"]) / run_name(cfg)
         check_run_dir(self.run_dir, resume, overwrite)
-        self.setup = setup or prepare(cfg)
+        self.setup = setup or prepare({**cfg, "device": "cpu"})  # the server holds no GPU for the run
         self.layout = self.setup.layout
         self.strategy = create_strategy(cfg)
         self.meter = Meter()
