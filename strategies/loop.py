@@ -340,6 +340,15 @@ class Federation:
             reasons = "; ".join(r for _, r in self.directory.refused[:3]) or "no node connected"
             raise FederationError(f"no node answered with a partition-id within timeout_s = {cfg['timeout_s']:g} s "
                                   f"({reasons})")
+        missing = self.directory.missing()
+        if missing:
+            n = cfg["num_clients"]
+            train, new = [p for p in missing if p < n], [p for p in missing if p >= n]
+            self.progress(f"fedfit: {len(self.directory.by_partition)} nodes answered; no node holds "
+                          + ", ".join(x for x in (f"{len(train)} training partitions" if train else "",
+                                                  f"{len(new)} new users' partitions" if new else "") if x)
+                          + f" ({_ranges(missing)}): they are counted absent every round (start as many "
+                          f"nodes as num_clients + new users = {self.setup.partitions}, or set new_users = 0)")
         resume_setup = 0
         if done is not None:  # the hello of a resumed run is the resume's cost, not its next round's
             resume_setup = sum(t.wire for t in self.meter.take())
@@ -422,6 +431,18 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
                 eval_bytes_up_wire=total(transfers, "up", "wire", ev),
                 setup_bytes_wire=total(transfers, "down", "wire", (wire.HELLO,))
                 + total(transfers, "up", "wire", (wire.HELLO,)))
+
+
+def _ranges(ids: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0..2, 5'."""
+    out, start = [], None
+    for i, x in enumerate(ids):
+        if start is None:
+            start = x
+        if i + 1 == len(ids) or ids[i + 1] != x + 1:
+            out.append(f"{start}..{x}" if x > start else str(x))
+            start = None
+    return ", ".join(out)
 
 
 def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:

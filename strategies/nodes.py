@@ -17,6 +17,9 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 import wire
 
 
+SETTLE_S = 10.0  # discovery ends when no new node has connected for this many seconds
+
+
 @dataclass
 class NodeDirectory:
     """partition id <-> node id of the nodes that answered; ``refused``: (node, reason)."""
@@ -27,16 +30,31 @@ class NodeDirectory:
     refused: list[tuple[int, str]] = field(default_factory=list)
     _asked: set[int] = field(default_factory=set)
 
-    def discover(self, grid, timeout: float, expect: int | None = None, poll: float = 0.5) -> None:
+    def discover(self, grid, timeout: float, expect: int | None = None, poll: float = 0.5,
+                 settle: float | None = None) -> None:
         """Ask every connected node; keep asking new ones until ``expect`` (default: num_clients)
-        partitions are known or ``timeout`` seconds have passed."""
+        partitions are known, or no new node has connected for ``settle`` seconds after at least one
+        answered, or ``timeout`` seconds have passed. Partitions still without a node are then counted
+        absent each round (a node that connects later is asked at the next round's ``refresh``), so a
+        federation with fewer nodes than partitions starts instead of waiting out ``timeout_s``."""
         expect = self.num_clients if expect is None else expect
-        deadline = time.monotonic() + timeout
+        settle = SETTLE_S if settle is None else settle
+        start = time.monotonic()
+        deadline, last_new, seen = start + timeout, start, -1
         while True:
             self.refresh(grid, timeout=max(1.0, deadline - time.monotonic()))
-            if len(self.by_partition) >= expect or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if len(self._asked) != seen:
+                seen, last_new = len(self._asked), now
+            if len(self.by_partition) >= expect or now >= deadline:
+                return
+            if self.by_partition and now - last_new >= settle:
                 return
             time.sleep(poll)
+
+    def missing(self) -> list[int]:
+        """Partitions (0..num_clients-1) that no node holds."""
+        return [p for p in range(self.num_clients) if p not in self.by_partition]
 
     def refresh(self, grid, timeout: float) -> None:
         """Ask the nodes not asked before which partition they hold."""

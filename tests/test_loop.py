@@ -185,3 +185,21 @@ def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path
         assert {d["client"] for d in hostile["global_dropped"]} == {3} and len(hostile["global_dropped"]) == 8
         assert honest["global_dropped"] == []
         assert abs(hostile["global_acc"] - honest["global_acc"]) <= 0.05
+
+
+def test_fewer_nodes_than_partitions_start_at_once_and_say_which_are_missing(tmp_path, monkeypatch):
+    """``flwr run`` with 4 SuperNodes for 4 clients + 1 new user used to wait out timeout_s (an hour) for
+    the fifth node: now discovery ends when no new node has come for a few seconds, and the run says
+    which partitions have no node and counts them absent."""
+    from clients.client_app import make_client_app
+    from strategies import nodes
+
+    monkeypatch.setattr(nodes, "SETTLE_S", 0.5)
+    cfg = _cfg(tmp_path, name="few", rounds=1, timeout_s=3600)
+    lines = []
+    grid = InlineGrid(make_client_app(cfg), 4)  # the 5th partition (the new user) has no node
+    run_federation(grid, cfg, progress=lines.append)
+    assert any("no node holds 1 new users' partitions (4)" in line and "new_users = 0" in line for line in lines)
+    r = _rounds(cfg)[1]
+    assert r["clients"] == 2 and {"client": 4, "phase": "evaluate", "kind": "absent",
+                                  "reason": "no node holds this partition"} in r["failures"]
