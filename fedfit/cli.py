@@ -405,11 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     from fedfit.config import ConfigError
     from fedfit.data import DataError
     from fedfit.preflight import ResourceError
-    from fedfit.results import RunExistsError
+    from fedfit.results import RunExistsError, RunFormatError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, BackboneError, ResourceError, RunExistsError, FileNotFoundError) as e:
+    except (ConfigError, DataError, BackboneError, ResourceError, RunExistsError, RunFormatError,
+            FileNotFoundError) as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

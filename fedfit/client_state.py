@@ -102,17 +102,9 @@ class ClientStateStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def delete(self, partition: int, prefix: str = "") -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM state WHERE partition = ? AND key LIKE ?",
-                             (int(partition), prefix.replace("%", r"\%") + "%"))
-
     def partitions(self) -> list[int]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT DISTINCT partition FROM state ORDER BY partition")]
-
-    def bytes_on_disk(self) -> int:
-        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
 
     def close(self) -> None:
         with self._lock:

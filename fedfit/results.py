@@ -89,6 +89,11 @@ class RunExistsError(RuntimeError):
     """A run directory already holds results and neither resume nor overwrite was asked for."""
 
 
+class RunFormatError(ValueError):
+    """A file of a run directory that cannot be read back (a malformed results line, a broken checkpoint);
+    the message names the file and what to do."""
+
+
 def holds_results(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds results of a run (round lines or a summary)."""
     d = Path(run_dir)
@@ -158,6 +163,13 @@ class Run:
         return self.config.get("name") or self.dir.name
 
 
+def check_resumable(run_dir: str | Path) -> None:
+    """Raise RunFormatError when ``run_dir``'s results lines cannot be read back for ``--resume`` (a torn
+    last line is fine: resuming drops it)."""
+    for _ in _read_lines(Path(run_dir) / "rounds.jsonl", tolerate_torn_tail=True):
+        pass
+
+
 def read_run(run_dir: str | Path) -> Run:
     """Read a run directory; raises FileNotFoundError / ValueError with the offending path."""
     d = Path(run_dir)
@@ -183,7 +195,8 @@ def _read_lines(path: Path, tolerate_torn_tail: bool = False) -> Iterator[RoundR
         try:
             yield RoundRecord.from_dict(json.loads(line))
         except (json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path}:{i}: malformed round record: {e}") from e
+            raise RunFormatError(f"{path}:{i}: malformed round record ({e}); remove that line and what follows it "
+                                 f"to resume from the round before, or start again with --overwrite") from None
 
 
 def rounds_markdown(run: Run) -> str:

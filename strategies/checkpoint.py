@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fedfit import atomic
+from fedfit.results import RunFormatError
 
 FILE = "checkpoint.pkl"
 FORMAT = 1
@@ -63,7 +64,9 @@ def load(run_dir: str | Path) -> dict[str, Any] | None:
     try:
         ck = pickle.loads(path.read_bytes())
     except Exception as e:
-        raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e})") from None
+        raise RunFormatError(f"{path} is unreadable ({type(e).__name__}: {e}); start the run again with "
+                             f"--overwrite") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fedfit checkpoint of format {FORMAT}")
+        raise RunFormatError(f"{path} is not a fedfit checkpoint of format {FORMAT}; start the run again with "
+                             f"--overwrite")
     return ck

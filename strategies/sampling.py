@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
 from fedfit import seeding
 
 
@@ -48,8 +46,3 @@ class GridView:
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
-
-
-def order_by(messages, key) -> list:
-    """Messages sorted by ``key(message)`` (partition id): aggregation order independent of arrival."""
-    return sorted(messages, key=lambda m: (key(m), np.inf))

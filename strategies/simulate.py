@@ -47,7 +47,7 @@ RAY_HIDE_GPUS = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"  # "1": Ray empties CUDA_VI
 
 def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False):
     """All checks that need no Ray; returns the server's ``RunSetup``. Raises ConfigError, DataError,
-    BackboneError, ResourceError or RunExistsError (one line each)."""
+    BackboneError, ResourceError, RunExistsError or (resuming) RunFormatError, one line each."""
     import torch
 
     from fedfit.config import ConfigError, run_name
@@ -58,7 +58,14 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
         check_options(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    check_run_dir(Path(cfg["out_dir"]) / run_name(cfg), resume, overwrite)
+    run_dir = Path(cfg["out_dir"]) / run_name(cfg)
+    check_run_dir(run_dir, resume, overwrite)
+    if resume:  # a broken checkpoint or results line stops here, in one line, not inside a started federation
+        from fedfit.results import check_resumable
+        from strategies import checkpoint
+
+        checkpoint.load(run_dir)
+        check_resumable(run_dir)
     gpus = float(torch.cuda.device_count())
     if cfg["engine"] == "inline":
         check_devices(cfg, gpus)

@@ -118,3 +118,28 @@ def test_resume_refuses_changed_options(tmp_path, extra):
     p = subprocess.run([FEDFIT, "simulate", "--resume", str(tmp_path / "r"), *extra], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2 and "--resume continues a run with its own options" in p.stderr
+
+
+@pytest.mark.parametrize("damage", ["checkpoint", "line"])
+def test_resume_over_a_broken_checkpoint_or_results_line_is_one_line_exit_2(tmp_path, whole, damage):
+    """A truncated checkpoint.pkl, or a complete rounds.jsonl line that is not JSON: --resume stops
+    before any work with one line naming the file, no traceback, and changes nothing."""
+    import shutil
+
+    run = tmp_path / "whole"
+    shutil.copytree(whole, run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "out_dir": str(tmp_path)}))
+    if damage == "checkpoint":
+        data = (run / "checkpoint.pkl").read_bytes()
+        (run / "checkpoint.pkl").write_bytes(data[: len(data) // 2])
+    else:
+        lines = (run / "rounds.jsonl").read_text().splitlines()
+        (run / "rounds.jsonl").write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+    p = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True, timeout=120)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert ("checkpoint.pkl is unreadable" if damage == "checkpoint" else "rounds.jsonl:2: malformed round record") \
+        in err[0] and "--overwrite" in err[0]
+    assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before

@@ -11,9 +11,7 @@ from .partition import (ClientPlan, kshot_plan, materialize, natural_plan, parti
 
 from . import cifar100, digits, emnist, fashion_mnist, imagefolder, openclipart  # noqa: E402,F401  (register)
 
-DEFAULT_SOURCE = "openclipart"
-
 __all__ = [
-    "SOURCES", "DEFAULT_SOURCE", "load_source", "has_test_split", "ImageSet", "ClientData", "DataError", "ClientPlan",
+    "SOURCES", "load_source", "has_test_split", "ImageSet", "ClientData", "DataError", "ClientPlan",
     "partition_kshot", "partition_natural", "sample_task", "kshot_plan", "natural_plan", "materialize",
 ]
