@@ -82,6 +82,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
             data = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        tables = sorted(k for k, v in data.items() if isinstance(v, dict) and k != "run")
+        if tables:
+            raise ConfigError(f"{p}: unknown table(s) {', '.join(f'[{t}]' for t in tables)}: options are flat "
+                              f"keys at the top or under [run] (an experiment's [base] / [grid] belong to "
+                              f"'fedfit sweep')")
         data = {**{k: v for k, v in data.items() if not isinstance(v, dict)}, **data.get("run", {})}
         cfg = merge(cfg, data, str(p))
     if isinstance(overrides, dict):

@@ -45,3 +45,14 @@ def test_bad_overrides():
         load_config(overrides=["delta=maybe"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/no/such/file.toml")
+
+
+def test_a_table_other_than_run_is_an_error_not_silently_dropped(tmp_path):
+    from fedfit.config import ConfigError, load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text("rounds = 2\n[rnu]\nshots = 10\n")
+    with pytest.raises(ConfigError, match=r"unknown table\(s\) \[rnu\]"):
+        load_config(f)
+    f.write_text("rounds = 2\n[run]\nshots = 10\n")
+    assert load_config(f)["shots"] == 10
