@@ -35,6 +35,7 @@ class RunSetup:
     feature_dim: int = 0      # width of the features the head sees (class statistics must have it)
     head: str = "protonets"   # the head family (``auto`` resolved)
     client_independent_features: bool = True  # an image's features do not depend on which client embeds it
+    skipped: dict[str, int] | None = None  # files of the data source not loaded, by reason
 
     @property
     def partitions(self) -> int:
@@ -53,7 +54,8 @@ def prepare(cfg: dict[str, Any]) -> RunSetup:
                     new_users=len(ps) - cfg["num_clients"], images=len(data.labels),
                     classes=data.num_classes, support_per_client=int(len(ps[0].support_y)) if ps else 0,
                     feature_dim=int(shared_model(cfg).backbone.feature_dim), head=head_name(cfg),
-                    client_independent_features=not (adapter.has_task_phase or adapter.uses_history))
+                    client_independent_features=not (adapter.has_task_phase or adapter.uses_history),
+                    skipped=dict(data.skipped))
 
 
 RESOURCE_UNIT = 10_000  # Ray accounts resources in fixed point, 1/10,000 of a unit

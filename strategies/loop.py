@@ -327,13 +327,18 @@ class Federation:
         writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
                                      "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint,
                                      "new_users_resolved": self.setup.new_users,
-                                     "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg)},
+                                     "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg),
+                                     "data_images": self.setup.images, "data_classes": self.setup.classes,
+                                     "data_skipped": self.setup.skipped or {}},
                            resume_after=done, overwrite=self.overwrite and done is None)
         first = 0 if done is None else done + 1
         rounds = training_rounds(cfg)
         self.progress(f"fedfit: {run_name(cfg)}: {_what(cfg, layout.size)}, {cfg['num_clients']} clients "
                       f"+ {self.setup.new_users} new users, {cfg['rounds']} rounds -> {run_dir}"
                       + (f" (resumed after round {done})" if done is not None else ""))
+        if self.setup.skipped:
+            self.progress(f"fedfit: {cfg['dataset']}: {self.setup.images:,} images in {self.setup.classes} classes; "
+                          f"files skipped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(self.setup.skipped.items())))
         t_start = time.perf_counter()
         self.directory.discover(self.metered, timeout=cfg["timeout_s"])
         if not self.directory.by_partition:

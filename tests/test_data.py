@@ -595,3 +595,27 @@ def test_queries_from_the_test_split_per_class_distinct_within_a_client(tmp_path
         load_config(overrides={"dataset": "digits", "query_split": "test"})
     with pytest.raises(ConfigError, match="queries = -1"):
         load_config(overrides={"dataset": "digits", "queries": -1})
+
+
+def test_simulate_says_which_files_it_skipped_and_records_them(tmp_path, capsys):
+    """An image folder with a corrupt file: the run prints how many files it skipped and why, and
+    config.json records it (``fedfit fewshot`` always did)."""
+    import json
+
+    from strategies.simulate import simulate
+
+    root = tmp_path / "imgs"
+    for c in range(4):
+        for i in range(6):
+            write_image(root / f"class{c}" / f"{i}.png", color=(60 * c, 10 * i, 90))
+    write_truncated_png(root / "class0" / "bad.png")
+    from fedfit.config import load_config
+
+    cfg = load_config(overrides={"dataset": "imagefolder", "data_root": str(root), "image_size": 16,
+                                 "cache_dir": str(tmp_path / "cache"), "num_clients": 2, "clients_per_round": 1,
+                                 "classes_per_client": 2, "shots": 2, "queries": 2, "new_users": 0, "rounds": 0,
+                                 "engine": "inline", "out_dir": str(tmp_path), "name": "folder"})
+    simulate(cfg)
+    assert "imagefolder: 24 images in 4 classes; files skipped: 1 unreadable" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "folder" / "config.json").read_text())
+    assert saved["data_skipped"] == {"unreadable": 1} and saved["data_images"] == 24
