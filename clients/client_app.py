@@ -67,9 +67,9 @@ def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
 def _start_state(work: ClientWork, msg: Message, context: Context, phase: int) -> np.ndarray:
     """The state to start from: the received global, or this client's own for ``local-only``."""
     conf = wire.config_of(msg)
-    if int(conf.get(wire.LAYOUT, -1)) != work.fingerprint:
-        raise ValueError(f"state layout fingerprint {conf.get(wire.LAYOUT)} differs from this client's "
-                         f"{work.fingerprint}: the server runs another model (backbone, adapter or head)")
+    if wire.LAYOUT in conf and int(conf[wire.LAYOUT]) != work.fingerprint:  # a stock server sends none: the
+        raise ValueError(f"state layout fingerprint {conf.get(wire.LAYOUT)} differs from this client's "  # size
+                         f"{work.fingerprint}: the server runs another model (backbone, adapter or head)")  # decides
     if work.cfg["method"] == "local-only":
         own = client_store(work.cfg, context).get(work.pid, LOCAL, version(int(conf.get(wire.ROUND, 0)), phase))
         return own if own is not None else initial_state(work.cfg)[1]

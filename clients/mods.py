@@ -12,6 +12,8 @@
   "arrays" record with ``codec_down`` into the float32 "state" the handler reads, and encodes the
   handler's new state with ``codec_up`` - as the update ``new - received`` when ``delta`` is on,
   through error feedback for top-k (its residual stays in the client's state file, ``clients.state``).
+  A server without fedfit's keys (a stock Flower strategy's ``start``) gets the plain float32 state back
+  under the name it sent.
 * ``dp_clip_mod``: Flower's ``fixedclipping_mod`` (client-side DP clipping of ``new - received``),
   applied only when the server's DP wrapper asked for it (its clipping-norm key in the config).
   It sits inside the codec layer, so it sees decoded float32 states as it requires.
@@ -119,18 +121,22 @@ def make_codec_mod(config_of: Callable[[Context], dict[str, Any]]):
     """The codec mod for the run whose options ``config_of(context)`` returns."""
     def codec_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         cfg = config_of(context)
-        received = None
+        received, plain = None, None
         rec = msg.content.get(wire.ARRAYS) if msg.has_content() else None
         if isinstance(rec, ArrayRecord) and len(rec):
-            n = int(wire.config_of(msg).get(wire.STATE_SIZE, -1))
-            if n < 0:
-                raise ValueError(f"message carries arrays but no {wire.STATE_SIZE!r}")
-            received = wire.decode_record(create_codec(cfg["codec_down"]), rec, n)
+            conf = wire.config_of(msg)
+            if wire.STATE_SIZE in conf:
+                received = wire.decode_record(create_codec(cfg["codec_down"]), rec, int(conf[wire.STATE_SIZE]))
+            else:  # a stock Flower server: the state as one float32 vector, under its own name
+                received, plain = wire.plain_state_of(rec)
             msg.content[wire.ARRAYS] = wire.state_record(received)
         reply = call_next(msg, context)
         if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
             return reply
         out = reply.content.get(wire.ARRAYS)
+        if plain is not None and isinstance(out, ArrayRecord) and len(out):  # answered as it asked: no codec
+            reply.content[wire.ARRAYS] = wire.arrays_record({plain: wire.state_of(out)})
+            return reply
         if isinstance(out, ArrayRecord) and len(out):
             new = wire.state_of(out)
             if cfg["delta"]:

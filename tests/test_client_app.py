@@ -161,3 +161,23 @@ def test_evaluate_reports_accuracy_and_class_statistics():
     assert stats["query_features"].shape == (25, 1280) and set(stats["query_labels"]) == set(stats["class_ids"])
     assert 0 <= replies[0].content["metrics"]["accuracy"] <= 1  # the client decoded the fp16 downlink first
     assert set(msgs[0].content["arrays"].keys()) == {"x"} and msgs[0].content["arrays"]["x"].dtype == "float16"
+
+
+def test_a_stock_flower_strategy_drives_fedfits_client_app():
+    """A user's own ServerApp: Flower's FedAvg.start with the initial state as one float32 array and
+    none of fedfit's keys. fedfit's ClientApp answers in its terms (the state under the same name, no
+    codec), so two rounds train and evaluate with no error reply."""
+    from flwr.app import Array, ArrayRecord
+    from flwr.serverapp.strategy import FedAvg
+
+    from clients.client_app import make_client_app
+
+    cfg = _cfg(local_steps=2)
+    layout, flat = initial_state(cfg)
+    grid = InlineGrid(make_client_app(cfg), 3, node_seed=3)
+    result = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=3).start(
+        grid=grid, initial_arrays=ArrayRecord({"film": Array(flat)}), num_rounds=2)
+    new = result.arrays["film"].numpy()
+    assert new.shape == flat.shape and new.dtype == np.float32 and np.abs(new - flat).max() > 0
+    assert set(result.train_metrics_clientapp) == {1, 2} and "train_loss" in result.train_metrics_clientapp[2]
+    assert 0 < result.evaluate_metrics_clientapp[2]["accuracy"] <= 1

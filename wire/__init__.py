@@ -22,7 +22,9 @@ A message's content (a Flower ``RecordDict``)::
                               int64 (m,) global class ids, "query_ids" int64 (m,) image ids
 
 Everything received from the other side is validated here before use (``ValueError`` on anything
-malformed): replies come from untrusted clients.
+malformed): replies come from untrusted clients. A server that sends none of fedfit's keys (a stock
+Flower strategy's own ``start``) is answered in its terms: the state as one float32 vector under the
+name it used (``plain_state_of``), no codec.
 """
 from __future__ import annotations
 
@@ -62,6 +64,20 @@ def state_of(record: ArrayRecord, n: int | None = None) -> np.ndarray:
     if x.dtype != np.float32 or x.ndim != 1 or (n is not None and x.size != n):
         raise ValueError(f"state must be float32 ({n if n is not None else 'n'},), got {x.dtype} {x.shape}")
     return x
+
+
+def plain_state_of(record: ArrayRecord, n: int | None = None) -> tuple[np.ndarray, str]:
+    """(float32 (n,) state, its key) of a record from a server that does not speak fedfit's wire keys (a
+    stock Flower strategy sending the state as it got it): exactly one 1-D floating array, any name."""
+    a = _numpy(record) if isinstance(record, ArrayRecord) else {}
+    if len(a) != 1:
+        raise ValueError(f"without fedfit's 'state-size' the server must send the state as ONE float32 vector; "
+                         f"got arrays {sorted(a)}")
+    (key, x), = a.items()
+    if x.ndim != 1 or x.dtype.kind != "f" or (n is not None and x.size != n) or not np.all(np.isfinite(x)):
+        raise ValueError(f"array {key!r}: expected a finite float vector of {n if n is not None else 'n'} "
+                         f"values, got {x.dtype} {x.shape}")
+    return x.astype(np.float32), key
 
 
 def aggregated_state(record: ArrayRecord, n: int) -> np.ndarray:
