@@ -23,7 +23,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-import wire
+from fedfit import wire
 from clients.mods import dp_clip_mod, error_mod, make_codec_mod, make_fault_mod, make_poison_mod
 from clients.state import LOCAL, client_store
 from fedfit.client_state import EVALUATE, TRAIN, version

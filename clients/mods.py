@@ -30,7 +30,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM  # what Flower's DP wrappers send
 
-import wire
+from fedfit import wire
 from clients.state import RESIDUAL, client_store
 from fedfit import faults
 from fedfit.client_state import TRAIN, version

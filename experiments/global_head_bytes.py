@@ -15,7 +15,7 @@ import sys
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
 from fedfit.format import human_bytes, markdown_table

@@ -1,5 +1,7 @@
 """fedfit: federated few-shot personalization with FiLM adapters and Naive Bayes heads.
 
-The core (this package) is plain PyTorch and numpy; Flower lives in ``clients/`` and ``strategies/``.
+The core (this package) is plain PyTorch and numpy; Flower lives in ``clients/`` and ``strategies/``,
+which share the message format ``fedfit.wire`` (the one module here that knows Flower's records).
+``fedfit.deploy`` is operator tooling for real machines (no Flower, no torch).
 """
 __version__ = "0.1.0"

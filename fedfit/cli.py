@@ -219,7 +219,7 @@ def _node_config(args: argparse.Namespace) -> dict:
 def _deploy_init(args: argparse.Namespace) -> int:
     import shlex
 
-    from deploy import certificate_names, init_deployment
+    from fedfit.deploy import certificate_names, init_deployment
     from fedfit.config import load_config
 
     items = [f"num_clients={args.nodes}", f"clients_per_round={args.nodes}", "new_users=0", *args.run_config]
@@ -248,7 +248,7 @@ def _deploy_init(args: argparse.Namespace) -> int:
 
 
 def _deploy_node_key(args: argparse.Namespace) -> int:
-    from deploy import create_node_key
+    from fedfit.deploy import create_node_key
 
     priv, pub = create_node_key(args.path, comment=args.comment)
     print(f"private key (copy to the SuperNode, --auth-supernode-private-key): {priv}")
@@ -257,7 +257,7 @@ def _deploy_node_key(args: argparse.Namespace) -> int:
 
 
 def _deploy_connect(args: argparse.Namespace) -> int:
-    from deploy import Plan, write_connection
+    from fedfit.deploy import Plan, write_connection
 
     if not args.insecure and not args.ca:
         print("fedfit: error: --ca CA_CERT is required (or --insecure for a SuperLink without TLS)", file=sys.stderr)
@@ -269,7 +269,7 @@ def _deploy_connect(args: argparse.Namespace) -> int:
 
 
 def _deploy_traffic(args: argparse.Namespace) -> int:
-    from deploy import record_flower_traffic, run_info, wait_for_run
+    from fedfit.deploy import record_flower_traffic, run_info, wait_for_run
 
     info = (wait_for_run(args.run_id, args.connection, timeout=args.wait) if args.wait > 0
             else run_info(args.run_id, args.connection))
@@ -279,7 +279,7 @@ def _deploy_traffic(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from deploy import DeployError
+    from fedfit.deploy import DeployError
 
     try:
         return args.deploy_fn(args)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit.codecs import create_codec
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit import faults, seeding
 from fedfit.config import eval_clients, run_name, training_rounds
 from fedfit.global_head import GlobalStatistics, needs_scatter

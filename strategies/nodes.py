@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-import wire
+from fedfit import wire
 
 
 SETTLE_S = 10.0  # discovery ends when no new node has connected for this many seconds

@@ -33,7 +33,7 @@ from flwr.common.serde import context_from_proto, context_to_proto, message_from
 from flwr.proto.message_pb2 import Context as ProtoContext
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
-from wire import FATAL
+from fedfit.wire import FATAL
 
 
 class _Worker:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit.config import load_config
 from fedfit.federated import initial_state
 from strategies import create_strategy

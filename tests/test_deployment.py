@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import deploy
-from deploy import Node, create_node_key, init_deployment, record_flower_traffic, run_info, wait_for_run
-from deploy.traffic import _json_out
+from fedfit import deploy
+from fedfit.deploy import Node, create_node_key, init_deployment, record_flower_traffic, run_info, wait_for_run
+from fedfit.deploy.traffic import _json_out
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent        # the venv's bin: flower-superlink, flower-supernode, flwr
@@ -421,7 +421,7 @@ def _sim_train_message_wire(state_size: int) -> int:
     from flwr.app import ConfigRecord
     from flwr.supercore.task_identity import TaskIdentity
 
-    import wire
+    from fedfit import wire
     from fedfit.config import load_config
     from strategies import create_strategy
     from strategies.codec_layer import CodecGrid
@@ -450,13 +450,14 @@ def _other_ca(tmp_path: Path) -> Path:
 
 # --------------------------------------------------------------------------- the helpers, checked against flwr 1.41
 def test_package_imports_without_flower_or_torch():
-    modules = ["deploy", *(f"deploy.{m}" for m in ("certificates", "common", "connection", "files", "plan", "scripts",
-                                                   "traffic"))]
+    modules = ["fedfit.deploy", *(f"fedfit.deploy.{m}" for m in ("certificates", "common", "connection", "files",
+                                                                 "plan", "scripts", "traffic"))]
     code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in ('flwr', 'torch', 'fedfit') if m in sys.modules))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('flwr', 'torch', 'numpy') or "
+            "(m.startswith('fedfit.') and not m.startswith('fedfit.deploy'))))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "[]"
+    assert p.stdout.strip() == "[]"  # operator tooling: nothing of Flower, torch or fedfit's core
 
 
 def test_certificates_names_and_chain(tmp_path):

@@ -88,7 +88,7 @@ def test_a_client_whose_cuda_context_broke_gets_a_new_process(ray_head):
     import ray
     from flwr.app import ConfigRecord, Message, RecordDict
 
-    import wire
+    from fedfit import wire
     from clients.client_app import make_client_app
     from strategies.pool import RayPoolGrid
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit.config import load_config
 from fedfit.layout import Layout
 from strategies.inline import InlineGrid

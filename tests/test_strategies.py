@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-import wire
+from fedfit import wire
 from fedfit.codecs import create_codec
 from fedfit.config import load_config
 from fedfit.layout import Layout

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from deploy.common import CONNECTION, SUPERLINK_PORT, SUPERNODE_PORT
+from fedfit.deploy.common import CONNECTION, SUPERLINK_PORT, SUPERNODE_PORT
 
 
 def hostport(host: str, port: int) -> str:

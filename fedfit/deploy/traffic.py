@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from deploy.common import CONNECTION, RUNTIME_ENV, DeployError
+from fedfit.deploy.common import CONNECTION, RUNTIME_ENV, DeployError
 
 
 def _json_out(text: str) -> Any:

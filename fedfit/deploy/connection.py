@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from deploy.plan import Plan
+from fedfit.deploy.plan import Plan
 
 DEFAULT_FLOWER_CONFIG = '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
 

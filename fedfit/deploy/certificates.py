@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from deploy.common import DeployError
-from deploy.files import write_private, write_public
+from fedfit.deploy.common import DeployError
+from fedfit.deploy.files import write_private, write_public
 
 
 def _now() -> _dt.datetime:
