@@ -180,23 +180,41 @@ def read_run(run_dir: str | Path) -> Run:
     return Run(d, config, list(_read_lines(rounds_path)))
 
 
-def _read_lines(path: Path, tolerate_torn_tail: bool = False) -> Iterator[RoundRecord]:
-    """Round records of ``path``; with ``tolerate_torn_tail`` an unterminated last line (a kill in the
-    middle of an append) is dropped instead of being an error."""
+def read_rounds(run: str | Path, tolerate_torn_tail: bool = False) -> list[dict[str, Any]]:
+    """THE reader of rounds.jsonl: one dict per round line of ``run`` (a run directory or the file itself),
+    in order; [] when there is none. With ``tolerate_torn_tail`` an unterminated last line (a kill in
+    the middle of an append) is dropped; any other malformed line is a RunFormatError naming it."""
+    path = Path(run)
+    path = path / "rounds.jsonl" if path.is_dir() or path.suffix != ".jsonl" else path
     if not path.is_file():
-        return
+        return []
     text = path.read_text()
     lines = text.splitlines()
     if tolerate_torn_tail and lines and not text.endswith("\n"):
         lines = lines[:-1]
+    out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield RoundRecord.from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise RunFormatError(f"{path}:{i}: malformed round record ({e}); remove that line and what follows it "
-                                 f"to resume from the round before, or start again with --overwrite") from None
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            row, err = None, e
+        if not isinstance(row, dict) or "round" not in row:
+            why = err if row is None else "not a round record"
+            raise RunFormatError(f"{path}:{i}: malformed round record ({why}); remove that line and what follows "
+                                 f"it to resume from the round before, or start again with --overwrite")
+        out.append(row)
+    return out
+
+
+def _read_lines(path: Path, tolerate_torn_tail: bool = False) -> Iterator[RoundRecord]:
+    """``read_rounds`` as RoundRecords."""
+    for row in read_rounds(path, tolerate_torn_tail):
+        try:
+            yield RoundRecord.from_dict(row)
+        except TypeError as e:
+            raise RunFormatError(f"{path}: round {row.get('round')}: malformed round record ({e})") from None
 
 
 def rounds_markdown(run: Run) -> str:

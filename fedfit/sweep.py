@@ -34,6 +34,7 @@ import numpy as np
 
 from fedfit import format as fmt
 from fedfit.config import ConfigError, load_config, merge, parse_overrides, validate
+from fedfit.results import read_rounds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,7 +135,7 @@ def group_of(name: str) -> str:
 
 def _load(d: Path) -> dict[str, Any]:
     cfg = json.loads((d / "config.json").read_text())
-    rounds = [json.loads(x) for x in (d / "rounds.jsonl").read_text().splitlines() if x.strip()]
+    rounds = read_rounds(d)
     return {"cfg": cfg, "rounds": rounds, "summary": json.loads((d / "summary.json").read_text())}
 
 

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from fedfit.results import read_rounds
 from fedfit import bench_core as core
 from fedfit import memory
 from fedfit.atomic import write_text
@@ -194,7 +195,7 @@ def federation(cfg: dict[str, Any], since: int, verbose: bool = False,
         stopped = _stop_leftovers(since) if cfg["engine"] != "inline" and not cfg["ray_address"] else []
     wall = time.perf_counter() - t0
     run_dir = Path(summary["run_dir"])
-    records = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines() if x.strip()]
+    records = read_rounds(run_dir)
     workers = seen.get("workers") or core.client_workers(cfg)
     eff = core.round_efficiency(records, workers)
     if "grid" in seen and len(seen["ends"]) == len(eff["per_round"]):

@@ -1,11 +1,12 @@
 """Reading run directories in tests."""
-import json
 from pathlib import Path
+
+from fedfit.results import read_rounds
 
 
 def rounds(run: str | Path) -> list[dict]:
     """The round records of a run directory."""
-    return [json.loads(x) for x in (Path(run) / "rounds.jsonl").read_text().splitlines()]
+    return read_rounds(run)
 
 
 def timeless(obj, wire: bool = True):

@@ -29,6 +29,7 @@ import pytest
 from fedfit import deploy
 from fedfit.deploy import Node, create_node_key, init_deployment, record_flower_traffic, run_info, wait_for_run
 from fedfit.deploy.traffic import _json_out
+from fedfit.results import read_rounds
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent        # the venv's bin: flower-superlink, flower-supernode, flwr
@@ -339,7 +340,7 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     # --- results: the same files and metering as a simulation
     state_size = _state_size(run_config)  # e.g. 20,544 FiLM numbers on Lite0 (+ 2 mixing weights with LDA / QDA)
     run_dir = tmp_path / "runs" / "deploy"
-    rounds = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    rounds = read_rounds(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["state_size"] == state_size
     assert [r["round"] for r in rounds] == [0, 1, 2]
@@ -376,7 +377,7 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     from fedfit.config import load_config
 
     simulate(load_config(overrides={**run_config, "name": "sim", "out_dir": str(tmp_path / "sim-runs")}))
-    sim = [json.loads(line) for line in (tmp_path / "sim-runs" / "sim" / "rounds.jsonl").read_text().splitlines()]
+    sim = read_rounds(tmp_path / "sim-runs" / "sim")
     assert len(sim) == len(rounds)
     for d, s in zip(rounds, sim):
         assert d["bytes_up_payload"] == s["bytes_up_payload"] and d["bytes_down_payload"] == s["bytes_down_payload"]

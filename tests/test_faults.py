@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+from fedfit.results import read_rounds
 
 from fedfit.config import load_config
 from fedfit.faults import fault_draw, hostile_clients, poisoned_update
@@ -18,7 +19,7 @@ def _quiet_flower():
 
 
 def _rounds(run) -> list[dict]:
-    return [json.loads(x) for x in (run / "rounds.jsonl").read_text().splitlines()]
+    return read_rounds(run)
 
 
 def test_a_client_that_raises_one_that_dies_and_one_too_slow_are_counted_and_the_run_goes_on(tmp_path, ray_head):

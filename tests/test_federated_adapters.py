@@ -1,6 +1,5 @@
 """The seeds' other adapters, federated: every adapter end to end, personal state kept per client (no
 leak between clients that share one model object) and never on the wire."""
-import json
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from fedfit.client_state import ClientStateStore
 from fedfit.config import load_config
 from fedfit.federated import PERSONAL, ClientWork, initial_state, shared_model
+from fedfit.results import read_rounds
 
 BASE = {"dataset": "digits", "image_size": 32, "num_clients": 3, "clients_per_round": 2, "rounds": 1,
         "local_steps": 2, "queries": 5, "new_users": 1, "device": "cpu", "global_eval": False,
@@ -29,7 +29,7 @@ def test_each_adapter_runs_federated(tmp_path, capsys, adapter, shared):
     cfg = load_config(overrides={**BASE, "adapter": adapter, "engine": "inline", "out_dir": str(tmp_path),
                                  "name": adapter, "global_eval": True})
     s = simulate(cfg)
-    r0, r1 = (json.loads(x) for x in (tmp_path / adapter / "rounds.jsonl").read_text().splitlines())
+    r0, r1 = read_rounds(tmp_path / adapter)
     assert s["shared_parameters"] == shared and s["failures"] == 0
     assert r1["clients"] == 2 and r1["bytes_up_payload"] == 2 * 4 * shared  # shared state only, fp32
     assert r1["acc_mean"] is not None and r1["new_acc_mean"] is not None and r1["global_acc"] is not None

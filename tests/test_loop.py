@@ -1,6 +1,5 @@
 """The whole server loop over the real ClientApp on an in-process grid (no Ray): determinism,
 failures counted with their reasons, a run no client can train stopping with the first error, DP."""
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 from fedfit import wire
 from fedfit.config import load_config
 from fedfit.layout import Layout
+from fedfit.results import read_rounds
 from strategies.inline import InlineGrid
 from strategies.loop import FederationError, run_federation
 from tests.runs import timeless
@@ -40,8 +40,7 @@ def _run(cfg, node_seed=None, hook=None):
 
 
 def _rounds(cfg):
-    return [json.loads(x) for x in (f"{cfg['out_dir']}/{cfg['name']}/rounds.jsonl" and
-                                    open(f"{cfg['out_dir']}/{cfg['name']}/rounds.jsonl")).read().splitlines()]
+    return read_rounds(f"{cfg['out_dir']}/{cfg['name']}")
 
 
 

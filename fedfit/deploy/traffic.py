@@ -71,9 +71,10 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any]) -> Path:
                            "flower_outbound_bytes": traffic.get("outbound-bytes"),
                            "flower_total_bytes": traffic.get("total-bytes"), "compute-time": info.get("compute-time"),
                            "elapsed": info.get("elapsed")}
-    rounds_file = run_dir / "rounds.jsonl"
-    if rounds_file.exists():
-        rows = [json.loads(x) for x in rounds_file.read_text().splitlines() if x.strip()]
+    if (run_dir / "rounds.jsonl").exists():
+        from fedfit.results import read_rounds  # here, not at import: operator tooling loads no core module
+
+        rows = read_rounds(run_dir)
         up = sum(r.get("bytes_up_wire", 0) + r.get("eval_bytes_up_wire", 0) for r in rows)
         down = sum(r.get("bytes_down_wire", 0) + r.get("eval_bytes_down_wire", 0) for r in rows)
         rec.update(fedfit_up_wire_bytes=up, fedfit_down_wire_bytes=down, fedfit_total_wire_bytes=up + down)
