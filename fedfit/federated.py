@@ -57,12 +57,10 @@ def adapter_name(cfg: dict[str, Any]) -> str:
 
 
 def adapter_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    name = adapter_name(cfg)
-    if name == "iciia":
-        return {"partitions": cfg["iciia_partitions"]}
-    if name == "case":
-        return {"linear_steps": cfg["case_linear_steps"]}
-    return {}
+    """The adapter's keyword options from the run options it declares (``Adapter.config_options``)."""
+    from fedfit.adapters import ADAPTERS
+
+    return {kw: cfg[option] for kw, option in ADAPTERS.get(adapter_name(cfg)).config_options.items()}
 
 
 def history_per_class(cfg: dict[str, Any]) -> int:

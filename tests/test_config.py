@@ -56,3 +56,18 @@ def test_a_table_other_than_run_is_an_error_not_silently_dropped(tmp_path):
         load_config(f)
     f.write_text("rounds = 2\n[run]\nshots = 10\n")
     assert load_config(f)["shots"] == 10
+
+
+def test_every_adapter_option_it_declares_is_a_run_option():
+    """An adapter's options live in its own file (``config_options``) and defaults.toml, nowhere else."""
+    from fedfit.adapters import ADAPTERS
+    from fedfit.config import defaults
+    from fedfit.federated import adapter_options
+
+    known = defaults()
+    for name in ADAPTERS.names():
+        cls = ADAPTERS.get(name)
+        for kw, option in cls.config_options.items():
+            assert option in known and kw in ADAPTERS.options(name), (name, kw, option)
+    assert adapter_options({**known, "adapter": "iciia", "iciia_partitions": 8}) == {"partitions": 8}
+    assert adapter_options({**known, "adapter": "film"}) == {}

@@ -116,6 +116,7 @@ class CaSE(Adapter):
     written as ``/``), in forward order."""
 
     name = "case"
+    config_options = {"linear_steps": "case_linear_steps"}
     has_task_phase = True
     keeps_personal = True    # UpperCaSE's linear head
 

@@ -179,6 +179,7 @@ class ICIIA(Adapter):
     PERSONAL (set by ``FewShotModel.set_history``)."""
 
     name = "iciia"
+    config_options = {"partitions": "iciia_partitions"}
     uses_history = True
     keeps_personal = True    # the history features
 
