@@ -152,15 +152,26 @@ class RunWriter:
 
 @dataclass
 class Run:
-    """A finished (or running) run read back from disk."""
+    """A finished (or running) run read back from disk: its resolved options, one ``RoundRecord`` per
+    round, and the summary once it has ended (None before)."""
 
     dir: Path
     config: dict[str, Any]
     rounds: list[RoundRecord]
+    summary: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
         return self.config.get("name") or self.dir.name
+
+    @property
+    def last(self) -> RoundRecord:
+        return self.rounds[-1]
+
+    def final_state(self) -> dict[str, np.ndarray]:
+        """The final global adapter, name -> float32 array (``final_state.npz``)."""
+        with np.load(self.dir / "final_state.npz") as f:
+            return {k: f[k] for k in f.files}
 
 
 def check_resumable(run_dir: str | Path) -> None:
@@ -177,7 +188,9 @@ def read_run(run_dir: str | Path) -> Run:
     if not rounds_path.exists():
         raise FileNotFoundError(f"{d}: not a fedfit run directory (no rounds.jsonl)")
     config = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
-    return Run(d, config, list(_read_lines(rounds_path)))
+    summary_path = d / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return Run(d, config, list(_read_lines(rounds_path)), summary)
 
 
 def read_rounds(run: str | Path, tolerate_torn_tail: bool = False) -> list[dict[str, Any]]:

@@ -52,3 +52,16 @@ def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_pat
     monkeypatch.setattr(sim, "simulate", lambda cfg, verbose=False, **kw: {"run_dir": str(tmp_path), "failures": 2})
     assert cli.main(["simulate", "dataset=digits"]) == 3
     assert "2 client messages failed" in capsys.readouterr().err
+
+
+def test_the_python_api_runs_a_federation_and_returns_it(tmp_path):
+    import fedfit
+    from fedfit.config import ConfigError
+
+    run = fedfit.run(dataset="digits", image_size=32, num_clients=2, clients_per_round=1, rounds=1, queries=2,
+                     new_users=0, local_steps=2, engine="inline", out_dir=str(tmp_path), name="api")
+    assert [r.round for r in run.rounds] == [0, 1] and run.dir == tmp_path / "api"
+    assert run.last.clients == 1 and 0 <= run.last.acc_mean <= 1 and run.summary["failures"] == 0
+    assert run.config["rounds"] == 1 and "adapter/gammas.bn2" in run.final_state()
+    with pytest.raises(ConfigError, match="unknown option 'roundz'"):
+        fedfit.run(roundz=3)
