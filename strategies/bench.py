@@ -21,9 +21,8 @@ For the options given (``fedfit/defaults.toml`` <- ``--config`` <- ``key=value``
     descendants, and every process whose command line names a Ray session this process started
     (with their descendants); peak PSS in bytes, split into driver / ray_system / actors / other.
 
-To time the exchanges the bench wraps the grid that ``simulate`` hands to ``run_federation`` (it
-replaces ``strategies.loop.run_federation`` and ``strategies.server_app.run_federation`` for the
-duration of the call, and restores them).
+To time the exchanges the bench gives ``simulate`` a callback (``_TimeRounds``,
+``strategies.callbacks``) that wraps the engine's grid and notes when each round ends.
 """
 from __future__ import annotations
 
@@ -34,12 +33,12 @@ import signal
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from fedfit.results import read_rounds
+from strategies.callbacks import Callback
 from fedfit import bench_core as core
 from fedfit import memory
 from fedfit.atomic import write_text
@@ -75,34 +74,25 @@ class _TimedGrid:
             self.calls.append((t0, time.perf_counter(), len(messages), kind))
 
 
-@contextmanager
-def _timed_federation(seen: dict[str, Any], progress: Callable[[str], None]):
-    """While open, ``run_federation`` (as ``simulate`` and the ServerApp call it) runs over a
-    ``_TimedGrid`` and records when each round's line was written; ``seen`` gets grid, start, ends."""
-    import strategies.loop as loop
-    import strategies.server_app as server_app
-    from strategies.pool import RayPoolGrid
+class _TimeRounds(Callback):
+    """Times the exchanges (a ``_TimedGrid`` around the engine's grid) and when each round ended; ``seen``
+    gets grid, workers (fedfit's pool: its actors), start, ends."""
 
-    original = loop.run_federation
+    def __init__(self, seen: dict[str, Any]):
+        self.seen = seen
 
-    def timed(grid, cfg, *args, **kw):
-        seen["grid"] = tg = _TimedGrid(grid)
-        seen["workers"] = grid.size if isinstance(grid, RayPoolGrid) else None  # fedfit's pool: its actors
-        seen["start"], seen["ends"] = time.perf_counter(), []
+    def wrap_grid(self, grid):
+        from strategies.pool import RayPoolGrid
 
-        def line(text: str) -> None:
-            if text.startswith("round "):
-                seen["ends"].append(time.perf_counter())
-            progress(text)
+        self.seen["grid"] = tg = _TimedGrid(grid)
+        self.seen["workers"] = grid.size if isinstance(grid, RayPoolGrid) else None
+        return tg
 
-        kw.pop("progress", None)
-        return original(tg, cfg, line, *args[1:], **kw)
+    def on_run_start(self, fed, resumed_after):
+        self.seen["start"], self.seen["ends"] = time.perf_counter(), []
 
-    loop.run_federation = server_app.run_federation = timed
-    try:
-        yield
-    finally:
-        loop.run_federation = server_app.run_federation = original
+    def on_round_end(self, fed, record):
+        self.seen["ends"].append(time.perf_counter())
 
 
 # --- Ray processes of this bench ---------------------------------------------------------------
@@ -181,16 +171,14 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def federation(cfg: dict[str, Any], since: int, verbose: bool = False,
-               progress: Callable[[str], None] = print) -> dict[str, Any]:
+def federation(cfg: dict[str, Any], since: int, verbose: bool = False) -> dict[str, Any]:
     """Run ``cfg`` with ``simulate`` (timed exchanges); round efficiency and wire ratios from its rounds."""
     from strategies.simulate import simulate
 
     seen: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        with _timed_federation(seen, progress):
-            summary = simulate(cfg, verbose=verbose)
+        summary = simulate(cfg, verbose=verbose, callbacks=(_TimeRounds(seen),))
     finally:
         stopped = _stop_leftovers(since) if cfg["engine"] != "inline" and not cfg["ray_address"] else []
     wall = time.perf_counter() - t0
@@ -271,7 +259,7 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
                 report["ray_startup"] = {"ray_startup_s": None, "error": f"{type(e).__name__}: {e}"[:500]}
         progress(f"fedfit bench: (c) the federation, {cfg['rounds']} rounds on engine {cfg['engine']}")
         sampler.phase("federation")
-        report["federation"] = federation(cfg, sampler.since, verbose=verbose, progress=progress)
+        report["federation"] = federation(cfg, sampler.since, verbose=verbose)
     finally:
         sampler.stop()
         torch.set_num_threads(threads_before)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -39,10 +39,12 @@ from fedfit import wire
 from fedfit import faults, seeding
 from fedfit.config import eval_clients, run_name, training_rounds
 from fedfit.global_head import GlobalStatistics, needs_scatter
-from fedfit.format import human_bytes, pct
+from fedfit.format import human_bytes
 from fedfit.preflight import RunSetup, prepare
-from fedfit.results import RoundRecord, RunWriter, check_run_dir
+from fedfit.results import RoundRecord, check_run_dir
 from strategies import ROBUST, checkpoint, create_strategy, dp
+from strategies.callbacks import (Callback, PrintProgress, ReportPersonalState, SaveCheckpoint, WriteResults,
+                                  summary_record)
 from strategies.codec_layer import CodecGrid, Failure, for_strategy
 from strategies.metering import Meter, MeteredGrid, Transfer, total
 from strategies.nodes import NodeDirectory
@@ -80,13 +82,20 @@ class Federation:
     """One run's server side over ``grid``; ``run()`` returns the summary."""
 
     def __init__(self, grid, cfg: dict[str, Any], setup: RunSetup | None = None,
-                 progress: Callable[[str], None] = print, resume: bool = False, overwrite: bool = False):
+                 progress: Callable[[str], None] = print, resume: bool = False, overwrite: bool = False,
+                 callbacks: Sequence[Callback] = ()):
         self.cfg, self.progress, self.resume, self.overwrite = cfg, progress, resume, overwrite
         self.run_dir = Path(cfg["out_dir"]) / run_name(cfg)
         check_run_dir(self.run_dir, resume, overwrite)
         self.setup = setup or prepare({**cfg, "device": "cpu"})  # the server holds no GPU for the run
         self.layout = self.setup.layout
         self.strategy = create_strategy(cfg)
+        self.results = WriteResults(self._config_record(), overwrite=overwrite)
+        self.personal = ReportPersonalState(progress)
+        self.callbacks: list[Callback] = [self.results, SaveCheckpoint(), PrintProgress(progress, training_rounds(cfg)),
+                                          self.personal, *callbacks]
+        for cb in self.callbacks:
+            grid = cb.wrap_grid(grid)
         self.meter = Meter()
         self.metered = MeteredGrid(grid, self.meter)
         self.scatter = needs_scatter(self.setup.head)
@@ -282,31 +291,14 @@ class Federation:
                    global_queries=int(len(labels)))
         return out
 
-    def _report_personal(self, run_dir: Path) -> None:
-        """Print what the adapter keeps per client and never sends (read from the clients' state file,
-        which in simulation lies in the run directory)."""
-        from fedfit.client_state import open_store
-        from fedfit.federated import PERSONAL, adapter_name, shared_model
+    def _config_record(self) -> dict[str, Any]:
+        """config.json: the resolved options, the state layout, where the images come from."""
+        cfg, layout = self.cfg, self.layout
+        return {**cfg, "name": run_name(cfg), "state_size": layout.size, "state_bytes_fp32": 4 * layout.size,
+                "layout_fingerprint": layout.fingerprint, "new_users_resolved": self.setup.new_users,
+                "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg), "data_images": self.setup.images,
+                "data_classes": self.setup.classes, "data_skipped": self.setup.skipped or {}}
 
-        if not shared_model(self.cfg).adapter.has_personal_state and self.cfg["method"] != "local-only":
-            self.personal = 0
-            self.progress(f"fedfit: personal state per client: none ({adapter_name(self.cfg)} keeps nothing "
-                          f"between rounds)")
-            return
-        path = run_dir / "clients.sqlite"
-        if not path.is_file():  # deployment: the clients' state lies on their own machines
-            self.personal = None
-            return
-
-        store = open_store(path)
-        sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]
-        sizes = [x for x in sizes if x]
-        if sizes:
-            self.personal = int(np.median(sizes))
-            self.progress(f"fedfit: personal state per client: {self.personal:,} numbers ({human_bytes(4 * self.personal)}"
-                          f" fp32, median over {len(sizes)} clients), kept on the client, never sent")
-
-    # --- the run --------------------------------------------------------------------------------
     def _restore(self) -> int | None:
         """Load the checkpoint (resume): the last complete round, or None to start from round 0."""
         ck = checkpoint.load(self.run_dir) if self.resume else None
@@ -324,13 +316,8 @@ class Federation:
     def run(self) -> dict[str, Any]:
         cfg, layout, run_dir = self.cfg, self.layout, self.run_dir
         done = self._restore()
-        writer = RunWriter(run_dir, {**cfg, "name": run_name(cfg), "state_size": layout.size,
-                                     "state_bytes_fp32": 4 * layout.size, "layout_fingerprint": layout.fingerprint,
-                                     "new_users_resolved": self.setup.new_users,
-                                     "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg),
-                                     "data_images": self.setup.images, "data_classes": self.setup.classes,
-                                     "data_skipped": self.setup.skipped or {}},
-                           resume_after=done, overwrite=self.overwrite and done is None)
+        for cb in self.callbacks:
+            cb.on_run_start(self, done)
         first = 0 if done is None else done + 1
         rounds = training_rounds(cfg)
         self.progress(f"fedfit: {run_name(cfg)}: {_what(cfg, layout.size)}, {cfg['num_clients']} clients "
@@ -391,28 +378,19 @@ class Federation:
                 dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
                 per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures,
                 extra={"central": rnd.central} if rnd.central else {}, **ev)
-            writer.write(rec)
-            checkpoint.save(run_dir, server_round, wire.state_of(self.arrays), self.strategy,
-                            fingerprint=layout.fingerprint, ever=dict(self.ever), cum=(cum_down, cum_up))
-            self.progress(_round_line(rec, rounds))
-            if server_round == first:
-                self._report_personal(run_dir)
-        writer.save_state(layout.unpack(wire.state_of(self.arrays), copy=True))
-        failures = [f for r in writer.records for f in r.failures]
-        last = writer.records[-1]
+            for cb in self.callbacks:
+                cb.on_round_end(self, rec)
+        records = self.results.records
+        failures = [f for r in records for f in r.failures]
         counted = [f for f in failures if f["kind"] in COUNTED]
-        summary = writer.finish(total_seconds=time.perf_counter() - t_start, run_dir=str(run_dir),
-                                failures=len(counted), first_failure=counted[0] if counted else None,
-                                injected=len(failures) - len(counted), resumed_after=done,
-                                shared_parameters=layout.size, personal_parameters=getattr(self, "personal", None),
-                                resume_setup_bytes_wire=resume_setup,
-                                refused_nodes=[{"node": n, "reason": r} for n, r in self.directory.refused])
-        fails = f"; {summary['failures']} client messages failed (first: {counted[0]['reason']})" if counted else ""
-        new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
-        self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
-                      f"{_pct(last.acc_mean)} (round 0: {_pct(writer.records[0].acc_mean)}){new}, global "
-                      f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
-                      f"results in {run_dir}")
+        summary = {"last_round": summary_record(records[-1]), "total_seconds": time.perf_counter() - t_start,
+                   "run_dir": str(run_dir), "failures": len(counted), "first_failure": counted[0] if counted else None,
+                   "injected": len(failures) - len(counted), "resumed_after": done,
+                   "shared_parameters": layout.size, "personal_parameters": self.personal.numbers,
+                   "resume_setup_bytes_wire": resume_setup,
+                   "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
+        for cb in self.callbacks:
+            cb.on_run_end(self, summary)
         return summary
 
 
@@ -420,10 +398,12 @@ COUNTED = ("error", "timeout", "absent", "rejected")  # failures that make a fin
 
 
 def run_federation(grid, cfg: dict[str, Any], progress: Callable[[str], None] = print,
-                   setup: RunSetup | None = None, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                   setup: RunSetup | None = None, resume: bool = False, overwrite: bool = False,
+                   callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Run ``cfg['rounds']`` rounds on ``grid`` (after the checkpoint's round with ``resume``); write the
-    run directory; return the summary."""
-    return Federation(grid, cfg, setup=setup, progress=progress, resume=resume, overwrite=overwrite).run()
+    run directory; return the summary. ``callbacks`` run after fedfit's own (``strategies.callbacks``)."""
+    return Federation(grid, cfg, setup=setup, progress=progress, resume=resume, overwrite=overwrite,
+                      callbacks=callbacks).run()
 
 
 def _bytes(transfers: list[Transfer]) -> dict[str, int]:
@@ -477,26 +457,3 @@ def _what(cfg: dict[str, Any], size: int) -> str:
     dp_text = '' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'
     return (f"{cfg['method']} / {cfg['strategy']}{dp_text}, {sent_fed}, {cfg['clients_per_round']} clients "
             f"per round, {local_steps(cfg)} steps each")
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else pct(x) + "%"
-
-
-def _round_line(r: RoundRecord, rounds: int) -> str:
-    central = r.extra.get("central")
-    if central:
-        trained = (f"server trained {central.get('train_steps', 0)} steps on {r.clients} clients' pooled images"
-                   + (f" ({human_bytes(r.bytes_up_wire)} uploaded)" if r.bytes_up_wire else ""))
-    else:
-        per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
-            ("nothing sent up" if r.clients else "no training")
-        trained = f"{r.clients} trained, {per}"
-    loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
-    fail = f" | {r.failed} failed" if r.failed else ""
-    eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
-    new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
-    new += "".join(f" | {k.replace('accuracy_', '')} head {_pct(v)}" for k, v in r.acc_extra.items())
-    return (f"round {r.round:>3}/{rounds} | {trained}, total {human_bytes(r.cum_bytes_wire)} | "
-            f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
-            f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")

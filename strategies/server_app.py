@@ -29,7 +29,7 @@ def config_from_context(context: Context) -> dict[str, Any]:
 def make_server_app(cfg: dict[str, Any] | None = None, setup: RunSetup | None = None,
                     on_done: Callable[[dict[str, Any]], None] | None = None,
                     on_error: Callable[[BaseException], None] | None = None, resume: bool = False,
-                    overwrite: bool = False) -> ServerApp:
+                    overwrite: bool = False, callbacks: tuple = ()) -> ServerApp:
     """A ServerApp running ``cfg`` (or the run config when None). ``on_done`` receives the summary;
     with ``on_error`` an exception of the run is handed over instead of raised into Flower (which
     would print its traceback)."""
@@ -39,7 +39,7 @@ def make_server_app(cfg: dict[str, Any] | None = None, setup: RunSetup | None = 
     def main(grid: Grid, context: Context) -> None:
         try:
             summary = run_federation(grid, cfg if cfg is not None else config_from_context(context), setup=setup,
-                                     resume=resume, overwrite=overwrite)
+                                     resume=resume, overwrite=overwrite, callbacks=callbacks)
         except Exception as e:
             if on_error is None:
                 raise

@@ -76,12 +76,13 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
 
 
 def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, overwrite: bool = False,
-             client_app=None) -> dict[str, Any]:
+             client_app=None, callbacks: tuple = ()) -> dict[str, Any]:
     """Run ``cfg`` with one virtual SuperNode per partition (training clients + new users); returns the
     run summary (see strategies.loop). Raises what ``preflight`` raises before starting anything, and
     ``FederationError`` when the federation could not go on (results of the finished rounds stay in
     the run directory). ``resume`` continues the run after its checkpoint; ``overwrite`` starts it
-    again over existing results; ``client_app`` replaces fedfit's ClientApp (tests of broken clients)."""
+    again over existing results; ``client_app`` replaces fedfit's ClientApp (tests of broken clients);
+    ``callbacks`` (``strategies.callbacks.Callback``) join the round loop's own."""
     setup = preflight(cfg, resume, overwrite)
     _quiet(verbose)
     from clients.client_app import make_client_app
@@ -91,7 +92,8 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
         from strategies.inline import InlineGrid
         from strategies.loop import run_federation
 
-        return run_federation(InlineGrid(app, setup.partitions), cfg, setup=setup, resume=resume, overwrite=overwrite)
+        return run_federation(InlineGrid(app, setup.partitions), cfg, setup=setup, resume=resume, overwrite=overwrite,
+                              callbacks=callbacks)
 
     import ray
 
@@ -103,13 +105,13 @@ def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, o
         check_resources(cfg, float(res.get("CPU", 0)), float(res.get("GPU", 0)),
                         where="the Ray cluster" if cfg["ray_address"] else "this machine")
         if cfg["engine"] == "flower":
-            return _flower_engine(cfg, setup, app, verbose, resume, overwrite, init["logging_level"])
+            return _flower_engine(cfg, setup, app, verbose, resume, overwrite, init["logging_level"], callbacks)
         from strategies.loop import run_federation
         from strategies.pool import RayPoolGrid
 
         pool = RayPoolGrid(app, setup.partitions, num_cpus=cfg["num_cpus"], num_gpus=cfg["num_gpus"], env=worker_env)
         try:
-            return run_federation(pool, cfg, setup=setup, resume=resume, overwrite=overwrite)
+            return run_federation(pool, cfg, setup=setup, resume=resume, overwrite=overwrite, callbacks=callbacks)
         finally:
             pool.shutdown()
     finally:
@@ -154,7 +156,7 @@ def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2
                 raise RuntimeError(f"Ray could not start {where}: {str(e).strip().splitlines()[0]}") from None
 
 
-def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level) -> dict[str, Any]:
+def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level, callbacks=()) -> dict[str, Any]:
     """The run on Flower's own simulation engine (``run_simulation``), as ``flwr run`` would do it."""
     from flwr.simulation import run_simulation
 
@@ -163,7 +165,7 @@ def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level) -
     summary: dict[str, Any] = {}
     errors: list[BaseException] = []
     server = make_server_app(cfg, setup=setup, on_done=summary.update, on_error=errors.append, resume=resume,
-                             overwrite=overwrite)
+                             overwrite=overwrite, callbacks=callbacks)
     run_simulation(server_app=server, client_app=app, num_supernodes=setup.partitions,
                    backend_config={"client_resources": {"num_cpus": cfg["num_cpus"], "num_gpus": cfg["num_gpus"]},
                                    "init_args": {"logging_level": logging_level}},

@@ -1,0 +1,161 @@
+"""Per-run side work around the round loop, one class each (as pfl-research's ``pfl/callback/``).
+
+The loop (``strategies.loop.Federation``) calls every callback, in list order: ``wrap_grid`` once
+before any message (a callback may put a layer around the engine's grid: ``fedfit bench`` times the
+exchanges so), ``on_run_start`` after the checkpoint was read (``resumed_after``: the last complete
+round, or None), ``on_round_end`` with each round's ``RoundRecord`` and ``on_run_end`` with the summary.
+The built-in ones, in the order the loop puts them: ``WriteResults`` (config.json, one rounds.jsonl
+line per round, final_state.npz and summary.json), ``SaveCheckpoint`` (after the round's line, so a
+resumed run redoes at most the round in flight), ``PrintProgress`` (one line per round),
+``ReportPersonalState`` (what the adapter keeps per client and never sends); a run's own (the tracker,
+``fedfit.trackers``; the bench's timer) come after them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from fedfit import wire
+from fedfit.format import human_bytes, pct
+from fedfit.results import RoundRecord, RunWriter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from strategies.loop import Federation
+
+
+class Callback:
+    """Does nothing; subclasses override the hooks they need."""
+
+    def wrap_grid(self, grid):
+        return grid
+
+    def on_run_start(self, fed: "Federation", resumed_after: int | None) -> None:
+        pass
+
+    def on_round_end(self, fed: "Federation", record: RoundRecord) -> None:
+        pass
+
+    def on_run_end(self, fed: "Federation", summary: dict[str, Any]) -> None:
+        pass
+
+
+class WriteResults(Callback):
+    """The run directory's results (``fedfit.results.RunWriter``): ``records`` are every round's, those of
+    a resumed run's earlier rounds included."""
+
+    def __init__(self, config: dict[str, Any], overwrite: bool = False):
+        self.config, self.overwrite = config, overwrite
+        self.writer: RunWriter | None = None
+
+    @property
+    def records(self) -> list[RoundRecord]:
+        return self.writer.records if self.writer else []
+
+    def on_run_start(self, fed, resumed_after):
+        self.writer = RunWriter(fed.run_dir, self.config, resume_after=resumed_after,
+                                overwrite=self.overwrite and resumed_after is None)
+
+    def on_round_end(self, fed, record):
+        self.writer.write(record)
+
+    def on_run_end(self, fed, summary):
+        self.writer.save_state(fed.layout.unpack(wire.state_of(fed.arrays), copy=True))
+        self.writer.finish(**{k: v for k, v in summary.items() if k != "last_round"})
+
+
+class SaveCheckpoint(Callback):
+    """Everything a resumed run needs, rewritten atomically after every round (``strategies.checkpoint``)."""
+
+    def on_round_end(self, fed, record):
+        from strategies import checkpoint
+
+        checkpoint.save(fed.run_dir, record.round, wire.state_of(fed.arrays), fed.strategy,
+                        fingerprint=fed.layout.fingerprint, ever=dict(fed.ever),
+                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire))
+
+
+class PrintProgress(Callback):
+    """One line per round, and the run's first and last lines, through ``progress``."""
+
+    def __init__(self, progress: Callable[[str], None], rounds: int):
+        self.progress, self.rounds = progress, rounds
+
+    def on_round_end(self, fed, record):
+        self.progress(round_line(record, self.rounds))
+
+    def on_run_end(self, fed, summary):
+        records = fed.results.records
+        last = records[-1]
+        counted = summary["first_failure"]
+        fails = f"; {summary['failures']} client messages failed (first: {counted['reason']})" if counted else ""
+        new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
+        self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
+                      f"{_pct(last.acc_mean)} (round 0: {_pct(records[0].acc_mean)}){new}, global "
+                      f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
+                      f"results in {fed.run_dir}")
+
+
+class ReportPersonalState(Callback):
+    """After the run's first round: what the adapter keeps per client and never sends, read from the
+    clients' state file (in simulation it lies in the run directory); ``numbers`` for the summary."""
+
+    def __init__(self, progress: Callable[[str], None]):
+        self.progress = progress
+        self.numbers: int | None = None
+        self._done = False
+
+    def on_round_end(self, fed, record):
+        if self._done:
+            return
+        self._done = True
+        from fedfit.client_state import open_store
+        from fedfit.federated import PERSONAL, adapter_name, shared_model
+
+        cfg = fed.cfg
+        if not shared_model(cfg).adapter.has_personal_state and cfg["method"] != "local-only":
+            self.numbers = 0
+            self.progress(f"fedfit: personal state per client: none ({adapter_name(cfg)} keeps nothing "
+                          f"between rounds)")
+            return
+        path = fed.run_dir / "clients.sqlite"
+        if not path.is_file():  # deployment: the clients' state lies on their own machines
+            return
+        store = open_store(path)
+        sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]
+        sizes = [x for x in sizes if x]
+        if sizes:
+            self.numbers = int(np.median(sizes))
+            self.progress(f"fedfit: personal state per client: {self.numbers:,} numbers "
+                          f"({human_bytes(4 * self.numbers)} fp32, median over {len(sizes)} clients), kept on "
+                          f"the client, never sent")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else pct(x) + "%"
+
+
+def round_line(r: RoundRecord, rounds: int) -> str:
+    """The progress line of round ``r``."""
+    central = r.extra.get("central")
+    if central:
+        trained = (f"server trained {central.get('train_steps', 0)} steps on {r.clients} clients' pooled images"
+                   + (f" ({human_bytes(r.bytes_up_wire)} uploaded)" if r.bytes_up_wire else ""))
+    else:
+        per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
+            ("nothing sent up" if r.clients else "no training")
+        trained = f"{r.clients} trained, {per}"
+    loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
+    fail = f" | {r.failed} failed" if r.failed else ""
+    eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
+    new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
+    new += "".join(f" | {k.replace('accuracy_', '')} head {_pct(v)}" for k, v in r.acc_extra.items())
+    return (f"round {r.round:>3}/{rounds} | {trained}, total {human_bytes(r.cum_bytes_wire)} | "
+            f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
+            f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")
+
+
+def summary_record(record: RoundRecord) -> dict[str, Any]:
+    """A round record as the summary's ``last_round``."""
+    return asdict(record)
