@@ -181,6 +181,7 @@ def validate(cfg: dict[str, Any]) -> None:
          f"device = {cfg['device']!r} is unknown; choose auto, cpu, cuda or cuda:N")
     choose("precision", ["auto", "fp32"])
     choose("feature_norm", ["none", "l2"])
+    choose("tracker", ["none", "tensorboard", "mlflow", "wandb"])
     need(cfg["num_cpus"] > 0 and cfg["num_gpus"] >= 0, "num_cpus must be > 0 and num_gpus >= 0")
     need(cfg["local_steps"] >= -1 and cfg["personalize_steps"] >= 0,
          "local_steps must be >= 0 (or -1: 10, 400 for local-only) and personalize_steps >= 0")

@@ -93,6 +93,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[st
         cfg["name"] = "_".join([*([str(label)] if label else []),
                                 *(f"{k}={v}" for k, v in sorted(varying.items()))]) or "run"
         cfg["out_dir"] = str(Path(base["out_dir"]) / name)
+        cfg["tracker_group"] = cfg["tracker_group"] or f"{name}/{group_of(cfg['name'])}"  # trackers group by it
         if cfg["name"] in names:
             raise ConfigError(f"{p}: two runs would both be named {cfg['name']!r}")
         names.add(cfg["name"])

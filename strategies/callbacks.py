@@ -3,12 +3,13 @@
 The loop (``strategies.loop.Federation``) calls every callback, in list order: ``wrap_grid`` once
 before any message (a callback may put a layer around the engine's grid: ``fedfit bench`` times the
 exchanges so), ``on_run_start`` after the checkpoint was read (``resumed_after``: the last complete
-round, or None), ``on_round_end`` with each round's ``RoundRecord`` and ``on_run_end`` with the summary.
+round, or None), ``on_round_end`` with each round's ``RoundRecord`` and ``on_run_end`` with the summary;
+``on_run_abort`` instead when the run stops on an error (a tracker then closes its run as failed).
 The built-in ones, in the order the loop puts them: ``WriteResults`` (config.json, one rounds.jsonl
 line per round, final_state.npz and summary.json), ``SaveCheckpoint`` (after the round's line, so a
 resumed run redoes at most the round in flight), ``PrintProgress`` (one line per round),
-``ReportPersonalState`` (what the adapter keeps per client and never sends); a run's own (the tracker,
-``fedfit.trackers``; the bench's timer) come after them.
+``ReportPersonalState`` (what the adapter keeps per client and never sends), ``Track`` (the experiment
+tracker, ``fedfit.trackers``, when ``tracker`` is set); callers' own (the bench's timer) come last.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Callback:
 
     def on_run_end(self, fed: "Federation", summary: dict[str, Any]) -> None:
         pass
+
+    def on_run_abort(self, fed: "Federation", error: BaseException) -> None:
+        """The run stopped on ``error`` after ``on_run_start`` (what ran so far stays on disk)."""
 
 
 class WriteResults(Callback):
@@ -73,7 +77,7 @@ class SaveCheckpoint(Callback):
 
         checkpoint.save(fed.run_dir, record.round, wire.state_of(fed.arrays), fed.strategy,
                         fingerprint=fed.layout.fingerprint, ever=dict(fed.ever),
-                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire))
+                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire), tracker=fed.tracker_id)
 
 
 class PrintProgress(Callback):
@@ -130,6 +134,42 @@ class ReportPersonalState(Callback):
             self.progress(f"fedfit: personal state per client: {self.numbers:,} numbers "
                           f"({human_bytes(4 * self.numbers)} fp32, median over {len(sizes)} clients), kept on "
                           f"the client, never sent")
+
+
+class Track(Callback):
+    """The run's experiment tracker (``fedfit.trackers``): started (or, resuming, continued by the id the
+    checkpoint kept) at the run's start, every round's numbers logged at its round, the figures of the
+    run logged when it ends."""
+
+    def __init__(self, name: str):
+        from fedfit.trackers import create_tracker
+
+        self.tracker = create_tracker(name)
+
+    def on_run_start(self, fed, resumed_after):
+        from fedfit.config import run_name
+
+        cfg = fed.cfg
+        fed.tracker_id = self.tracker.start(fed.run_dir, run_name(cfg), fed.results.config, cfg["tracker_group"],
+                                            fed.tracker_id if resumed_after is not None else None,
+                                            0 if resumed_after is None else resumed_after + 1)
+
+    def on_round_end(self, fed, record):
+        from fedfit.trackers import round_metrics
+
+        self.tracker.log(record.round, round_metrics(asdict(record)))
+
+    def on_run_end(self, fed, summary):
+        from fedfit.plot import plot_runs
+
+        try:
+            for path in plot_runs([fed.run_dir], fed.run_dir / "plots"):
+                self.tracker.artifact(path)
+        finally:
+            self.tracker.finish()
+
+    def on_run_abort(self, fed, error):
+        self.tracker.finish(failed=True)
 
 
 def _pct(x: float | None) -> str:

@@ -43,8 +43,8 @@ from fedfit.format import human_bytes
 from fedfit.preflight import RunSetup, prepare
 from fedfit.results import RoundRecord, check_run_dir
 from strategies import ROBUST, checkpoint, create_strategy, dp
-from strategies.callbacks import (Callback, PrintProgress, ReportPersonalState, SaveCheckpoint, WriteResults,
-                                  summary_record)
+from strategies.callbacks import (Callback, PrintProgress, ReportPersonalState, SaveCheckpoint, Track,
+                                  WriteResults, summary_record)
 from strategies.codec_layer import CodecGrid, Failure, for_strategy
 from strategies.metering import Meter, MeteredGrid, Transfer, total
 from strategies.nodes import NodeDirectory
@@ -92,8 +92,12 @@ class Federation:
         self.strategy = create_strategy(cfg)
         self.results = WriteResults(self._config_record(), overwrite=overwrite)
         self.personal = ReportPersonalState(progress)
-        self.callbacks: list[Callback] = [self.results, SaveCheckpoint(), PrintProgress(progress, training_rounds(cfg)),
-                                          self.personal, *callbacks]
+        self.tracker_id: str | None = None  # the experiment tracker's run id (kept in the checkpoint)
+        own: list[Callback] = [self.results, SaveCheckpoint(), PrintProgress(progress, training_rounds(cfg)),
+                               self.personal]
+        if cfg["tracker"] != "none":
+            own.append(Track(cfg["tracker"]))
+        self.callbacks: list[Callback] = [*own, *callbacks]
         for cb in self.callbacks:
             grid = cb.wrap_grid(grid)
         self.meter = Meter()
@@ -311,13 +315,28 @@ class Federation:
         self.strategy = ck["strategy"]
         self.ever = ck["ever"]
         self._cum = ck["cum"]
+        self.tracker_id = ck.get("tracker")
         return int(ck["round"])
 
     def run(self) -> dict[str, Any]:
-        cfg, layout, run_dir = self.cfg, self.layout, self.run_dir
+
         done = self._restore()
-        for cb in self.callbacks:
-            cb.on_run_start(self, done)
+        started: list[Callback] = []
+        try:
+            for cb in self.callbacks:
+                cb.on_run_start(self, done)
+                started.append(cb)
+            return self._rounds(done)
+        except BaseException as e:
+            for cb in started:
+                try:
+                    cb.on_run_abort(self, e)
+                except Exception:  # closing a tracker must not hide why the run stopped
+                    pass
+            raise
+
+    def _rounds(self, done: int | None) -> dict[str, Any]:
+        cfg, layout, run_dir = self.cfg, self.layout, self.run_dir
         first = 0 if done is None else done + 1
         rounds = training_rounds(cfg)
         self.progress(f"fedfit: {run_name(cfg)}: {_what(cfg, layout.size)}, {cfg['num_clients']} clients "

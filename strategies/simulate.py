@@ -60,6 +60,12 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
         raise ConfigError(str(e)) from None
     run_dir = Path(cfg["out_dir"]) / run_name(cfg)
     check_run_dir(run_dir, resume, overwrite)
+    from fedfit.trackers import TrackerError, check
+
+    try:
+        check(cfg["tracker"])
+    except TrackerError as e:
+        raise ConfigError(str(e)) from None
     if resume:  # a broken checkpoint or results line stops here, in one line, not inside a started federation
         from fedfit.results import check_resumable
         from strategies import checkpoint
