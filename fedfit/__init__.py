@@ -12,3 +12,20 @@ def run(*args, **kwargs):
     from fedfit.api import run as _run
 
     return _run(*args, **kwargs)
+
+
+def load_run(run_dir):
+    """``fedfit.results.read_run``: a run directory read back as a ``fedfit.results.Run``."""
+    from fedfit.results import read_run
+
+    return read_run(run_dir)
+
+
+
+def __getattr__(name):
+    # ``fedfit.sweep(...)`` runs an experiment: the module ``fedfit.sweep`` is callable (see its end)
+    if name == "sweep":
+        import importlib
+
+        return importlib.import_module("fedfit.sweep")
+    raise AttributeError(f"module 'fedfit' has no attribute {name!r}")

@@ -5,6 +5,9 @@
     run.last.acc_mean, run.last.global_acc, run.last.cum_bytes_wire      # the last round's numbers
     [r.acc_mean for r in run.rounds]                                      # accuracy per round
     run.summary["failures"], run.final_state()["adapter/gammas.bn2"]
+    again = fedfit.load_run(run.dir)                                      # a run directory read back
+    result = fedfit.sweep("experiments/shots.toml", "rounds=3")           # a named experiment, resumable
+    result.table, result.figures, [r.last.acc_mean for r in result.runs]
 
 Options are those of ``fedfit/defaults.toml`` (keyword arguments, or a TOML file and then keyword
 arguments); they are checked before any work, as on the command line, and a bad one raises
@@ -14,11 +17,15 @@ messages that failed are counted in the returned run (``run.summary["failures"]`
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedfit.config import load_config
+from fedfit.config import ConfigError, load_config
 from fedfit.results import Run, read_run
+
+load_run = read_run  # fedfit.load_run(dir) -> Run
 
 
 def run(config: str | Path | None = None, *, resume: str | Path | None = None, overwrite: bool = False,
@@ -37,3 +44,81 @@ def run(config: str | Path | None = None, *, resume: str | Path | None = None, o
         cfg = load_config(config, options)
     summary = simulate(cfg, verbose=verbose, resume=resume is not None, overwrite=overwrite)
     return read_run(summary["run_dir"])
+
+
+@dataclass
+class SweepResult:
+    """A sweep read back: its finished ``runs`` (in the file's order), the ``failed`` run names, the
+    Markdown ``table`` (mean +- std over seeds; bounds and stability tables when the file asks) and the
+    ``figures`` written (PNG + SVG, in ``OUT_DIR/SWEEP/plots``)."""
+
+    name: str
+    runs: list[Run]
+    failed: list[str] = field(default_factory=list)
+    table: str = ""
+    figures: list[Path] = field(default_factory=list)
+
+
+def sweep_configs(file: str | Path, *overrides: str) -> tuple[str, list[dict[str, Any]]]:
+    """The sweep's name and its runs' resolved options, every run checked (``ConfigError`` names the run)."""
+    from fedfit.sweep import load_sweep
+    from strategies import check_options
+
+    name, configs = load_sweep(file, list(overrides))
+    for c in configs:
+        try:
+            check_options(c)
+        except ValueError as e:
+            raise ConfigError(f"{file}: run {c['name']}: {e}") from None
+    return name, configs
+
+
+def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, plot_only: bool = False,
+          title: str | None = None, verbose: bool = False, progress: Callable[[str], None] = print) -> SweepResult:
+    """Run the experiment ``file`` (``experiments/NAME.toml``): every run not finished before, a run
+    stopped half-way continued after its last complete round, a failed run reported while the others go
+    on; then its figures and tables (``readme``: also written into that README's ``results:NAME``
+    section, figures copied to ``docs/figures``). ``overrides``: ``key=value`` applied to every run;
+    ``plot_only``: only redo figures and tables. Every run's options are checked before the first starts."""
+    import shutil
+
+    from fedfit.plot import plot_runs
+    from fedfit.results import holds_results
+    from fedfit.sweep import aggregate, bounds_table, load_spec, markdown_table, replace_section, run_sweep, stability_table
+
+    name, configs = sweep_configs(file, *overrides)
+    failed: list[str] = []
+    if not plot_only:
+        from strategies.simulate import simulate
+
+        progress(f"sweep {name}: {len(configs)} runs -> {Path(configs[0]['out_dir'])}")
+        failed = run_sweep(configs, lambda cfg: simulate(cfg, verbose=verbose,
+                                                         resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])),
+                           progress=progress)
+    dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
+    if not dirs:
+        return SweepResult(name, [], failed)
+    out = Path(configs[0]["out_dir"]) / "plots"
+    figures = plot_runs(dirs, out, title=title, merge_seeds=True)  # one line per group: mean over seeds
+    table = markdown_table(aggregate(dirs))
+    spec = load_spec(file)
+    if spec.get("bounds"):
+        table += "\n\n" + bounds_table(dirs, spec["bounds"]["lower"], spec["bounds"]["upper"])
+    if spec.get("stability"):
+        table += ("\n\nLast round against round 0 and the best round (ok: >= round 0 and within 1 point of the "
+                  "best):\n\n" + stability_table(dirs))
+    (out / "summary.md").write_text(table + "\n")
+    if readme:
+        readme = Path(readme)
+        fig_dir = readme.parent / "docs" / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        shown = []
+        for f in figures:
+            if f.suffix == ".png" and f.stem in ("accuracy_vs_bytes", "accuracy_vs_round"):
+                dst = fig_dir / f"{name}_{f.name}"
+                shutil.copyfile(f, dst)
+                shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")
+        body = (f"Regenerate with `fedfit sweep {file} --readme {readme}` "
+                f"({len(dirs)} runs).\n\n{table}\n\n" + "\n".join(shown))
+        readme.write_text(replace_section(readme.read_text(), f"results:{name}", body))
+    return SweepResult(name, [read_run(d) for d in dirs], failed, table, figures)

@@ -128,67 +128,24 @@ def resume_config(run_dir: str, config: str | None, overrides: list[str]) -> dic
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import shutil
-    from pathlib import Path
+    from fedfit.api import sweep, sweep_configs
 
-    from fedfit.plot import plot_runs
-    from fedfit.sweep import (aggregate, bounds_table, load_spec, load_sweep, markdown_table, replace_section,
-                              run_sweep, stability_table)
-
-    name, configs = load_sweep(args.file, args.overrides)
-    from fedfit.config import ConfigError
-    from strategies import check_options
-
-    for c in configs:
-        try:
-            check_options(c)
-        except ValueError as e:
-            raise ConfigError(f"{args.file}: run {c['name']}: {e}") from None
-    print(f"sweep {name}: {len(configs)} runs -> {Path(configs[0]['out_dir'])}")
     if args.dry_run:
+        name, configs = sweep_configs(args.file, *args.overrides)
+        print(f"sweep {name}: {len(configs)} runs -> {configs[0]['out_dir']}")
         for c in configs:
             print(f"  {c['name']}")
         return 0
-    if not args.plot_only:
-        from strategies.simulate import simulate
-
-        from fedfit.results import holds_results
-
-        # a run that stopped half-way (results but no summary) continues after its last complete round
-        failed = run_sweep(configs, lambda cfg: simulate(cfg, verbose=args.verbose,
-                                                         resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])))
-    else:
-        failed = []
-    dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
-    out = Path(configs[0]["out_dir"]) / "plots"
-    figures = plot_runs(dirs, out, title=args.title, merge_seeds=True)  # one line per group: mean over seeds
-    table = markdown_table(aggregate(dirs))
-    spec = load_spec(args.file)
-    if spec.get("bounds"):
-        table += "\n\n" + bounds_table(dirs, spec["bounds"]["lower"], spec["bounds"]["upper"])
-    if spec.get("stability"):
-        table += "\n\nLast round against round 0 and the best round (ok: >= round 0 and within 1 point of the best):\n\n" \
-            + stability_table(dirs)
-    (out / "summary.md").write_text(table + "\n")
-    print(table)
-    print(f"figures and tables: {out}")
+    result = sweep(args.file, *args.overrides, readme=args.readme, plot_only=args.plot_only, title=args.title,
+                   verbose=args.verbose)
+    if result.table:
+        print(result.table)
+        print(f"figures and tables: {result.figures[0].parent}")
     if args.readme:
-        readme = Path(args.readme)
-        fig_dir = readme.parent / "docs" / "figures"
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        shown = []
-        for f in figures:
-            if f.suffix == ".png" and f.stem in ("accuracy_vs_bytes", "accuracy_vs_round"):
-                dst = fig_dir / f"{name}_{f.name}"
-                shutil.copyfile(f, dst)
-                shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")
-        body = (f"Regenerate with `fedfit sweep {args.file} --readme {args.readme}` "
-                f"({len(dirs)} runs).\n\n{table}\n\n" + "\n".join(shown))
-        readme.write_text(replace_section(readme.read_text(), f"results:{name}", body))
-        print(f"updated {readme} (section results:{name})")
-    if failed:
-        print(f"fedfit: {len(failed)} runs failed ({', '.join(failed)}); run the sweep again to retry them",
-              file=sys.stderr)
+        print(f"updated {args.readme} (section results:{result.name})")
+    if result.failed:
+        print(f"fedfit: {len(result.failed)} runs failed ({', '.join(result.failed)}); run the sweep again to "
+              f"retry them", file=sys.stderr)
         return 3
     return 0
 

@@ -54,14 +54,19 @@ def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_pat
     assert "2 client messages failed" in capsys.readouterr().err
 
 
-def test_the_python_api_runs_a_federation_and_returns_it(tmp_path):
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"From Python .*?```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # the example writes runs/api-example here
+    exec(compile(block, "README.md", "exec"), {})
     import fedfit
     from fedfit.config import ConfigError
 
-    run = fedfit.run(dataset="digits", image_size=32, num_clients=2, clients_per_round=1, rounds=1, queries=2,
-                     new_users=0, local_steps=2, engine="inline", out_dir=str(tmp_path), name="api")
-    assert [r.round for r in run.rounds] == [0, 1] and run.dir == tmp_path / "api"
-    assert run.last.clients == 1 and 0 <= run.last.acc_mean <= 1 and run.summary["failures"] == 0
-    assert run.config["rounds"] == 1 and "adapter/gammas.bn2" in run.final_state()
+    run = fedfit.load_run(tmp_path / "runs" / "api-example")
+    assert [r.round for r in run.rounds] == [0, 1, 2] and run.config["rounds"] == 2
+    assert run.last.clients == 2 and 0 <= run.last.acc_mean <= 1 and run.summary["failures"] == 0
+    assert run.last.new_users == 2 and "adapter/gammas.bn2" in run.final_state()
     with pytest.raises(ConfigError, match="unknown option 'roundz'"):
         fedfit.run(roundz=3)

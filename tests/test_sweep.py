@@ -115,3 +115,19 @@ def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
     lines = stability_table(dirs).splitlines()
     assert "| steady | 60.0 / 70.0 (2) / 69.5 | yes | 50.0 / 50.0 (0) / 50.0 | yes |" in lines
     assert "| worse | 60.0 / 70.0 (1) / 58.0 | **NO** |" in lines[3] and "| dip | 60.0 / 70.0 (1) / 68.0 | **NO** |" in lines[4]
+
+
+def test_python_api_sweep_and_load_run(tmp_path):
+    import fedfit
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n')
+    _, cfgs = load_sweep(f)
+    for c in cfgs:
+        _fake_run(c, 0.6 + 0.1 * c["seed"])
+    result = fedfit.sweep(f, plot_only=True)
+    assert result.name == "exp" and [r.name for r in result.runs] == ["seed=0", "seed=1"] and result.failed == []
+    assert [r.last.acc_mean for r in result.runs] == pytest.approx([0.6, 0.7])
+    assert "| run | 2 |" in result.table and any(p.name == "accuracy_vs_bytes.png" for p in result.figures)
+    assert fedfit.load_run(result.runs[1].dir).last.acc_mean == pytest.approx(0.7)
+    with pytest.raises(ConfigError, match="unknown option"):
+        fedfit.sweep(f, "roundz=3")
