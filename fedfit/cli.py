@@ -16,6 +16,7 @@ import time
 def _fewshot(args: argparse.Namespace) -> int:
     import torch
 
+    from fedfit import progress as live
     from fedfit.data import load_source
     from fedfit.episodes import FineTuneConfig
     from fedfit.fewshot import format_table, mean_ci, run_fewshot
@@ -35,17 +36,24 @@ def _fewshot(args: argparse.Namespace) -> int:
     for shot in args.shot:
         ft_head = None if (args.steps <= 0 or shot <= 1) else args.ft_head
         t0 = time.perf_counter()
+        every = max(1, args.tasks // 5)  # plain mode: five progress lines per shot setting
+        row = live.bar(f"{shot}-shot: tasks", total=args.tasks)
 
-        def progress(done, total, res, shot=shot, t0=t0):
+        def progress(done, total, res, shot=shot, t0=t0, row=row):
             fin = f", fine-tuned {100 * mean_ci(res.finetuned)[0]:.1f}%" if res.finetuned else ""
             first = next(iter(res.frozen.values()))
-            print(f"\r{shot}-shot: task {done}/{total} [{'#' * (20 * done // total):<20}] "
-                  f"frozen {args.heads[0]} {100 * mean_ci(first)[0]:.1f}%{fin} "
-                  f"({(time.perf_counter() - t0) / done:.1f} s/task)", end="", file=sys.stderr, flush=True)
+            text = f"frozen {args.heads[0]} {100 * mean_ci(first)[0]:.1f}%{fin}"
+            spent = time.perf_counter() - t0
+            if row.live:
+                row.update(description=f"{shot}-shot: tasks, {text}")
+                row.advance()
+            elif done % every == 0 or done == total:
+                print(f"{shot}-shot: task {done}/{total}, {text} ({spent / done:.1f} s/task"
+                      f"{live.eta(spent, done, total - done).replace(' | ', ', ')})", file=sys.stderr, flush=True)
 
-        results.append(run_fewshot(model, data, args.way, shot, args.query, args.tasks, args.heads, ft_head, ft,
-                                   seed=args.seed, temperature=temp, progress=progress))
-        print(file=sys.stderr)
+        with row:
+            results.append(run_fewshot(model, data, args.way, shot, args.query, args.tasks, args.heads, ft_head, ft,
+                                       seed=args.seed, temperature=temp, progress=progress))
     print(f"\n{args.dataset}, {args.backbone} ({model.backbone.pretrained}), {args.image_size} px, {args.way}-way, "
           f"{args.query} query/class, {args.tasks} tasks, seed {args.seed}\n")
     print(format_table(results, args.steps, args.lr))

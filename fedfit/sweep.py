@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -113,20 +114,33 @@ def is_done(cfg: dict[str, Any]) -> bool:
 def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
               progress: Callable[[str], None] = print) -> list[str]:
     """Run every config not done yet (in order). A run that fails is reported in one line and the
-    sweep goes on (rerunning the sweep resumes or retries it); returns the names of the failed runs."""
+    sweep goes on (rerunning the sweep resumes or retries it); returns the names of the failed runs.
+    Each run's line carries the sweep's ETA (the mean time of the runs this call ran, times those left);
+    on a terminal the runs are also a live row (``fedfit.progress``)."""
+    from fedfit import progress as live
+
     failed = []
-    for i, cfg in enumerate(configs, 1):
-        if is_done(cfg):
-            progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
-            continue
-        progress(f"[{i}/{len(configs)}] {cfg['name']}")
-        try:
-            run_fn(cfg)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # one run's failure must not cost the others
-            failed.append(cfg["name"])
-            progress(f"[{i}/{len(configs)}] {cfg['name']}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+    todo = [c for c in configs if not is_done(c)]
+    spent, ran = 0.0, 0
+    with live.bar("sweep: runs", total=len(configs), completed=len(configs) - len(todo)) as row:
+        for i, cfg in enumerate(configs, 1):
+            if is_done(cfg):
+                progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
+                continue
+            left = sum(1 for c in configs[i - 1:] if c in todo)
+            eta = f" (eta {live.duration(spent / ran * left)} for {left} left)" if ran else ""
+            progress(f"[{i}/{len(configs)}] {cfg['name']}{eta}")
+            t0 = time.perf_counter()
+            try:
+                run_fn(cfg)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one run's failure must not cost the others
+                failed.append(cfg["name"])
+                progress(f"[{i}/{len(configs)}] {cfg['name']}: FAILED: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            spent, ran = spent + time.perf_counter() - t0, ran + 1
+            row.advance()
     return failed
 
 

@@ -41,6 +41,7 @@ from fedfit.results import read_rounds
 from strategies.callbacks import Callback
 from fedfit import bench_core as core
 from fedfit import memory
+from fedfit import progress as live
 from fedfit.atomic import write_text
 from fedfit.config import ConfigError
 from fedfit.format import human_bytes
@@ -237,6 +238,7 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
     report: dict[str, Any] = {"bench_format": FORMAT, "started": started, "device": core.device_name(device),
                               "torch_device": device, "machine": machine,
                               "threads_per_client": core.client_threads(cfg), "options": cfg}
+    phases = live.bar("fedfit bench: phases", total=5 if ray else 4)
     try:
         sampler.start()
         torch.set_num_threads(core.client_threads(cfg))
@@ -244,11 +246,14 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
                  f"{report['device']}, threads: {torch.get_num_threads()}")
         sampler.phase("bare")
         report["bare"] = core.bare_throughput(cfg, device=device)
+        phases.advance()
         progress("fedfit bench: (b) ClientWork.train / .evaluate")
         sampler.phase("clients")
         report["clients"] = core.client_throughput({**cfg, "device": device}, clients=clients)
+        phases.advance()
         progress("fedfit bench: (a/b) paired: bare run, then a client's training, repeated")
         report["paired"] = core.paired_train_vs_bare({**cfg, "device": device}, device=device)
+        phases.advance()
         report["ray_startup"] = None
         if ray:
             progress("fedfit bench: (d) Ray start-up")
@@ -257,10 +262,13 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
                 report["ray_startup"] = ray_startup(cfg, setup.partitions, sampler.since, verbose=verbose)
             except Exception as e:  # recorded; the federation then meets (and reports) the same problem
                 report["ray_startup"] = {"ray_startup_s": None, "error": f"{type(e).__name__}: {e}"[:500]}
+            phases.advance()
         progress(f"fedfit bench: (c) the federation, {cfg['rounds']} rounds on engine {cfg['engine']}")
         sampler.phase("federation")
         report["federation"] = federation(cfg, sampler.since, verbose=verbose)
+        phases.advance()
     finally:
+        phases.close()
         sampler.stop()
         torch.set_num_threads(threads_before)
         if not keep_run:

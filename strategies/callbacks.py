@@ -7,7 +7,8 @@ round, or None), ``on_round_end`` with each round's ``RoundRecord`` and ``on_run
 ``on_run_abort`` instead when the run stops on an error (a tracker then closes its run as failed).
 The built-in ones, in the order the loop puts them: ``WriteResults`` (config.json, one rounds.jsonl
 line per round, final_state.npz and summary.json), ``SaveCheckpoint`` (after the round's line, so a
-resumed run redoes at most the round in flight), ``PrintProgress`` (one line per round),
+resumed run redoes at most the round in flight), ``PrintProgress`` (one line per round with an
+ETA; live rows of rounds and clients on a terminal),
 ``ReportPersonalState`` (what the adapter keeps per client and never sends), ``Track`` (the experiment
 tracker, ``fedfit.trackers``, when ``tracker`` is set); callers' own (the bench's timer) come last.
 """
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from fedfit import progress as live
 from fedfit import wire
 from fedfit.format import human_bytes, pct
 from fedfit.results import RoundRecord, RunWriter
@@ -81,15 +83,33 @@ class SaveCheckpoint(Callback):
 
 
 class PrintProgress(Callback):
-    """One line per round, and the run's first and last lines, through ``progress``."""
+    """One line per round, with the run's ETA (from the pace of the training rounds this process ran),
+    and the run's last line, through ``progress``. On a terminal also live rows (``fedfit.progress``):
+    the run's rounds, and the clients of the exchange in flight (``_ClientsBar``)."""
 
     def __init__(self, progress: Callable[[str], None], rounds: int):
         self.progress, self.rounds = progress, rounds
+        self.bar = live.Bar()
+        self._seconds, self._trained = 0.0, 0
+
+    def wrap_grid(self, grid):
+        return _ClientsBar(grid)
+
+    def on_run_start(self, fed, resumed_after):
+        from fedfit.config import run_name
+
+        first = 0 if resumed_after is None else resumed_after + 1
+        self.bar = live.bar(f"{run_name(fed.cfg)}: rounds", total=self.rounds + 1, completed=first)
 
     def on_round_end(self, fed, record):
-        self.progress(round_line(record, self.rounds))
+        if record.round > 0:  # round 0 only evaluates: not the pace of the rounds left
+            self._seconds, self._trained = self._seconds + record.seconds, self._trained + 1
+        self.progress(round_line(record, self.rounds)
+                      + live.eta(self._seconds, self._trained, self.rounds - record.round))
+        self.bar.advance()
 
     def on_run_end(self, fed, summary):
+        self.bar.close()
         records = fed.results.records
         last = records[-1]
         counted = summary["first_failure"]
@@ -99,6 +119,40 @@ class PrintProgress(Callback):
                       f"{_pct(last.acc_mean)} (round 0: {_pct(records[0].acc_mean)}){new}, global "
                       f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
                       f"results in {fed.run_dir}")
+
+    def on_run_abort(self, fed, error):
+        self.bar.close()
+
+
+class _ClientsBar:
+    """A Grid wrapper: on a terminal, each exchange is a live row of its clients, advanced as each one
+    answers where the engine reports replies (``on_reply``: the ray and inline engines), else at its end."""
+
+    def __init__(self, grid):
+        self._grid = grid
+        engine = grid
+        while "_grid" in vars(engine):  # the engine under any other wrappers
+            engine = vars(engine)["_grid"]
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from strategies.metering import MeteredGrid
+
+        messages = list(messages)
+        if not messages or not live.is_live():
+            return self._grid.send_and_receive(messages, timeout=timeout)
+        hook = hasattr(type(self._engine), "on_reply")
+        with live.bar(f"  {MeteredGrid._kind(messages[0])}: clients", total=len(messages)) as row:
+            if hook:
+                self._engine.on_reply = row.advance
+            try:
+                return list(self._grid.send_and_receive(messages, timeout=timeout))
+            finally:
+                if hook:
+                    self._engine.on_reply = None
 
 
 class ReportPersonalState(Callback):

@@ -24,7 +24,10 @@ class InlineGrid:
 
     ``hook(partition_id, message) -> Message | None`` may replace a node's reply (tests of hostile
     or broken clients); ``delay(partition_id, message) -> seconds`` simulates slow clients against
-    the ``timeout`` of ``send_and_receive`` (a late reply is dropped, as Flower drops it)."""
+    the ``timeout`` of ``send_and_receive`` (a late reply is dropped, as Flower drops it); ``on_reply()``,
+    when set, is called as each message is answered (the live progress of an exchange)."""
+
+    on_reply: Callable[[], None] | None = None
 
     def __init__(self, client_app, num_nodes: int, node_configs: list[dict[str, Any]] | None = None,
                  run_config: dict[str, Any] | None = None, node_seed: int | None = None,
@@ -73,6 +76,8 @@ class InlineGrid:
             reply = self._deliver(msg)
             if reply is not None and (timeout is None or time.monotonic() - start + late <= timeout):
                 replies.append(reply)
+            if self.on_reply is not None:
+                self.on_reply()
         return replies
 
 

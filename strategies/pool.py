@@ -6,7 +6,7 @@ model and the data set stay warm in the actor, a client's images are copied in o
 Messages travel serialized as Flower's protobuf (what a SuperNode would receive), each with its
 node's ``Context`` (node config with ``partition-id``); the handlers are fedfit's unchanged ClientApp.
 
-Why not Flower's simulation engine: in flwr 1.41 an actor whose process died is put back into the
+Why not Flower's simulation engine: in flwr 1.41 and 1.42 an actor whose process died is put back into the
 pool and fails every later message it is given, and a client slower than the round's time limit keeps
 its actor busy into the next round. Here an actor that dies is replaced and its message answered with
 an error; at the exchange's deadline the actors still busy are killed and replaced, their clients
@@ -104,7 +104,10 @@ class _Pending:
 class RayPoolGrid:
     """Nodes 0..partitions-1 served by ``workers`` actors (default: as many as the cluster's CPUs / GPUs
     allow). Node ids are random, as Flower draws them, but all from [2^62, 2^63): every id has the
-    same serialized length, so the wire bytes of two runs agree to the byte."""
+    same serialized length, so the wire bytes of two runs agree to the byte. ``on_reply()``, when set, is
+    called as each message is answered (the live progress of an exchange)."""
+
+    on_reply: Callable[[], None] | None = None
 
     def __init__(self, client_app, partitions: int, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  workers: int | None = None, env: dict[str, str] | None = None,
@@ -214,6 +217,8 @@ class RayPoolGrid:
                     if reply.has_error() and reply.error.code == FATAL:  # a broken CUDA context: a new process
                         self.workers[i] = self._replace(self.workers[i])
                 free.append(i)
+                if self.on_reply is not None:
+                    self.on_reply()
         for i, _ in running.values():  # past the deadline: these clients time out, their actors go
             self.workers[i] = self._replace(self.workers[i])
         return replies

@@ -47,6 +47,8 @@ def whole(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("whole")
     p = subprocess.run([FEDFIT, "simulate", *OPTIONS, f"out_dir={out}", "name=whole"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+    assert "\x1b[" not in p.stdout + p.stderr and "\r" not in p.stdout  # piped: plain lines, no live display
+    assert "| eta " in p.stdout.splitlines()[-3]  # round 2 of 3 says when the run will end
     return out / "whole"
 
 
