@@ -8,6 +8,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download from a hub
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+# Whole modules of federations run through subprocesses, Ray or real Flower servers: ``slow``, as is every
+# test on the shared Ray head. ``pytest -m "not slow"`` is the quick loop; CI runs everything.
+SLOW_MODULES = {"test_deployment", "test_resume", "test_simulation", "test_faults", "test_bench", "test_gpu"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "ray_head" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def lite0():
     """The default backbone with its offline ImageNet weights (shared, never modified in place)."""

@@ -224,6 +224,7 @@ def _same(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["case", "iciia"])
 def test_no_leaks_between_clients_on_one_model(lite0, clients, name):
     opts = {"linear_steps": 20} if name == "case" else {}

@@ -4,6 +4,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fedfit import cli
@@ -15,6 +16,7 @@ from tests.runs import rounds
 DIGITS = ["dataset=digits", "image_size=32", "engine=inline", "queries=5"]
 
 
+@pytest.mark.slow
 def test_local_only_is_fits_lower_bound_every_client_alone_once_400_steps(tmp_path):
     """``fedfit simulate method=local-only local_steps=400``: one training round in which every training
     client fine-tunes its own adapter 400 steps; nothing aggregated, nothing counted as traffic; the
@@ -41,6 +43,7 @@ def test_local_steps_default_to_fits_budget_for_local_only_only():
     assert local_steps(load_config(overrides={"method": "local-only", "local_steps": 7})) == 7
 
 
+@pytest.mark.slow
 def test_centralized_is_fits_upper_bound_trained_on_the_pooled_support_sets(tmp_path):
     """``fedfit simulate method=centralized``: the server trains the adapter over every training client's
     support images (the federation's own step budget), uploaded once as PNG files: round 1's bytes."""

@@ -54,6 +54,7 @@ def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_pat
     assert "2 client messages failed" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     import re
 

@@ -597,6 +597,7 @@ def test_queries_from_the_test_split_per_class_distinct_within_a_client(tmp_path
         load_config(overrides={"dataset": "digits", "queries": -1})
 
 
+@pytest.mark.slow
 def test_simulate_says_which_files_it_skipped_and_records_them(tmp_path, capsys):
     """An image folder with a corrupt file: the run prints how many files it skipped and why, and
     config.json records it (``fedfit fewshot`` always did)."""

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fedfit import progress
 
 FEDFIT = str(Path(sys.executable).with_name("fedfit"))
@@ -70,6 +72,7 @@ def _run_in_terminal(args: list[str], cwd: Path, timeout: float = 300) -> tuple[
         os.close(leader)
 
 
+@pytest.mark.slow
 def test_simulate_in_a_terminal_draws_live_rounds_and_clients(tmp_path):
     rc, out = _run_in_terminal([FEDFIT, "simulate", "dataset=digits", "image_size=32", "num_clients=2",
                                 "clients_per_round=2", "new_users=0", "rounds=2", "queries=2", "local_steps=2",
