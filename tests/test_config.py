@@ -71,3 +71,51 @@ def test_every_adapter_option_it_declares_is_a_run_option():
             assert option in known and kw in ADAPTERS.options(name), (name, kw, option)
     assert adapter_options({**known, "adapter": "iciia", "iciia_partitions": 8}) == {"partitions": 8}
     assert adapter_options({**known, "adapter": "film"}) == {}
+
+
+def _breaking(rule):
+    """A value that breaks ``rule`` (options.toml), of the option's type."""
+    if "choices" in rule:
+        return "not-a-choice"
+    if "lt" in rule:
+        return rule["lt"]
+    if "le" in rule:
+        return rule["le"] + 1
+    low = rule.get("gt", rule.get("ge"))
+    bad = low - 1 if "ge" in rule else low
+    while bad in rule.get("or", []):
+        bad -= 1
+    return bad
+
+
+def test_declared_rules_match_the_defaults_and_each_one_refuses_a_value_that_breaks_it():
+    from fedfit.config import rules, validate
+
+    known, declared = defaults(), rules()
+    assert set(declared) <= set(known)  # no rule for an option that does not exist
+    base = load_config()
+    validate(base)  # every default keeps its own rule
+    for key, rule in declared.items():
+        assert set(rule) <= {"ge", "gt", "le", "lt", "or", "hint", "choices", "unit"}, key
+        bad = _breaking(rule)
+        if isinstance(known[key], int) and not isinstance(known[key], bool):
+            bad = int(bad) if float(bad).is_integer() else bad
+        with pytest.raises(ConfigError) as e:
+            validate({**base, key: bad})
+        msg = str(e.value)
+        assert msg.startswith(key) and "\n" not in msg and repr(bad) in msg, (key, msg)
+        for special in rule.get("or", []):
+            if key != "queries":  # queries = -1 also needs a test split: a rule between options
+                validate({**base, key: special})
+
+
+def test_a_rule_message_names_the_bounds_the_unit_and_the_special_values():
+    from fedfit.config import check_rule
+
+    with pytest.raises(ConfigError, match=r"^image_size must be >= 16 and <= 1024 pixels, got 8$"):
+        check_rule("image_size", 8, {"ge": 16, "le": 1024, "unit": "pixels"})
+    with pytest.raises(ConfigError, match=r"^data_seed must be >= 0 \(or -1 for the same as seed\), got -3$"):
+        check_rule("data_seed", -3, {"ge": 0, "or": [-1], "hint": "-1 for the same as seed"})
+    check_rule("data_seed", -1, {"ge": 0, "or": [-1]})
+    with pytest.raises(ConfigError, match=r"^engine = 'x' is unknown; choose one of: ray, inline$"):
+        check_rule("engine", "x", {"choices": ["ray", "inline"]})
