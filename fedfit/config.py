@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedfit.option_types import Options  # the typed view of defaults.toml
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -100,7 +102,7 @@ def merge(base: dict[str, Any], updates: dict[str, Any], source: str) -> dict[st
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> dict[str, Any]:
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Options:
     """Defaults, then the TOML file at ``path`` (flat keys; a [run] table is also accepted), then overrides."""
     cfg = defaults()
     if path:
@@ -147,7 +149,7 @@ QUERY_SPLITS = tuple(RULES["query_split"]["choices"])
 DP_MODES = tuple(RULES["dp"]["choices"])
 
 
-def validate(cfg: dict[str, Any]) -> None:
+def validate(cfg: Options) -> None:
     """Every option's declared rule (``options.toml``), the rules between options and every name against
     its registry (strategy names are checked by ``strategies``, which owns that registry); raises
     ConfigError naming the option and the fix."""
@@ -228,7 +230,7 @@ def _is_number(s: str) -> bool:
 AUTO_EVAL_CLIENTS = 50  # eval_clients = -1: every client up to this many, else a seeded sample of this many
 
 
-def eval_clients(cfg: dict[str, Any]) -> int:
+def eval_clients(cfg: Options) -> int:
     """Training clients evaluated per evaluation round (0 = all)."""
     if cfg["eval_clients"] >= 0:
         return cfg["eval_clients"]
@@ -239,29 +241,29 @@ FIT_LOCAL_STEPS = 400  # FiT's fine-tuning budget: its lower bound's steps per c
 ROUND_STEPS = 10       # episodic steps per client per round (FiT's federated code: num_local_epochs)
 
 
-def local_steps(cfg: dict[str, Any]) -> int:
+def local_steps(cfg: Options) -> int:
     """Episodic steps per client per round (``local_steps``; -1: 10, or FiT's 400 for local-only)."""
     if cfg["local_steps"] >= 0:
         return cfg["local_steps"]
     return FIT_LOCAL_STEPS if cfg["method"] == "local-only" else ROUND_STEPS
 
 
-def central_steps(cfg: dict[str, Any]) -> int:
+def central_steps(cfg: Options) -> int:
     """Pooled steps of ``method = centralized`` in all (-1: rounds x clients_per_round x local steps)."""
     if cfg["central_steps"] >= 0:
         return cfg["central_steps"]
     return cfg["rounds"] * cfg["clients_per_round"] * local_steps(cfg)
 
 
-def training_rounds(cfg: dict[str, Any]) -> int:
+def training_rounds(cfg: Options) -> int:
     """Rounds that train: ``rounds``, but 1 for local-only (every client fine-tunes once, alone)."""
     return min(cfg["rounds"], 1) if cfg["method"] == "local-only" else cfg["rounds"]
 
 
-def data_seed(cfg: dict[str, Any]) -> int:
+def data_seed(cfg: Options) -> int:
     """The seed of the partition: ``data_seed``, or ``seed`` when it is -1."""
     return cfg["data_seed"] if cfg["data_seed"] >= 0 else cfg["seed"]
 
 
-def run_name(cfg: dict[str, Any]) -> str:
+def run_name(cfg: Options) -> str:
     return cfg["name"] or f"{cfg['method']}-{cfg['dataset']}-{cfg['shots']}shot-s{cfg['seed']}"

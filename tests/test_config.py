@@ -119,3 +119,13 @@ def test_a_rule_message_names_the_bounds_the_unit_and_the_special_values():
     check_rule("data_seed", -1, {"ge": 0, "or": [-1]})
     with pytest.raises(ConfigError, match=r"^engine = 'x' is unknown; choose one of: ray, inline$"):
         check_rule("engine", "x", {"choices": ["ray", "inline"]})
+
+
+def test_the_typed_options_are_the_defaults_keys_with_their_types():
+    import typing
+
+    from fedfit.option_types import Options
+
+    hints = typing.get_type_hints(Options)
+    assert list(hints) == list(defaults())  # the same options, in the same order
+    assert {k: type(v) for k, v in defaults().items()} == hints
