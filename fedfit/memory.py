@@ -180,6 +180,7 @@ class PssSampler:
         self.sample_cpu_seconds = 0.0  # CPU seconds the sampling thread used (its own cost)
         self._cpu: dict[tuple[int, int], list] = {}  # (pid, start) -> [role, first ticks, last ticks]
         self._cpu_marks: dict[str, dict[str, float]] = {}
+        self._seen: set[tuple[int, int]] = set()  # (pid, start) of every process sampled before
         self._t0 = time.perf_counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -199,6 +200,7 @@ class PssSampler:
         t0 = time.perf_counter()
         table = process_table()
         members = self.members(table)
+        members = {p: role for p, role in members.items() if not self._mid_fork(p, table, members)}
         sizes = {p: (role, b) for p, role in members.items() if (b := pss_bytes(p)) is not None}
         split = {r: 0 for r in ROLES}
         for role, b in sizes.values():
@@ -217,6 +219,17 @@ class PssSampler:
             self.samples += 1
             self.sample_seconds += time.perf_counter() - t0
         return total, split
+
+    def _mid_fork(self, pid: int, table: dict[int, Proc], members: dict[int, str]) -> bool:
+        """Whether ``pid`` is first seen now as a copy of its member parent (same command line): a child
+        between fork and exec, whose pages are still the parent's. Read a moment apart, parent and child
+        would count those pages twice, so such a process counts from its next sample on (a real fork
+        child, still the same command line then, does)."""
+        proc = table[pid]
+        key = (pid, proc.start)
+        first = key not in self._seen
+        self._seen.add(key)
+        return first and proc.ppid in members and cmdline(pid) == cmdline(proc.ppid)
 
     # --- CPU ----------------------------------------------------------------------------------
     def cpu_seconds(self) -> dict[str, float]:
