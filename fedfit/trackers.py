@@ -4,7 +4,8 @@ resolved options as hyper-parameters, its figures as artifacts; local or offline
 * ``tensorboard``: event files in ``RUN/tensorboard`` (``tensorboard --logdir runs``); options as a text
   summary, figures as images. Needs ``tensorboard`` (``pip install 'fedfit[tensorboard]'``).
 * ``mlflow``: a run in ``$MLFLOW_TRACKING_URI``, default a local SQLite file ``OUT_DIR/mlflow.db``
-  (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``); the experiment is the run's group.
+  (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``); the experiment is the run's group; a
+  SQLite store's artifacts (the figures) go to ``mlartifacts/`` beside the database.
   Needs ``mlflow-skinny`` or ``mlflow`` (``pip install 'fedfit[mlflow]'``).
 * ``wandb``: a Weights & Biases run, offline unless ``$WANDB_MODE`` says otherwise (``wandb sync`` uploads
   it later), files in ``RUN/wandb``, project ``$WANDB_PROJECT`` (default "fedfit"), group as the run's.
@@ -133,7 +134,13 @@ class MLflow(Tracker):
         if resume_id:
             self.run = mlflow.start_run(run_id=resume_id)
         else:
-            mlflow.set_experiment(group or "fedfit")
+            experiment = group or "fedfit"
+            if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+                # a local store keeps its artifacts beside its database, not in ./mlruns of whatever
+                # folder the run was started from
+                store = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+                mlflow.create_experiment(experiment, artifact_location=store.resolve().as_uri())
+            mlflow.set_experiment(experiment)
             self.run = mlflow.start_run(run_name=name, tags={"fedfit.group": group, "fedfit.run_dir": str(run_dir)})
             options = flat_options(config)
             mlflow.log_params({k: str(v)[:6000] for k, v in options.items()})

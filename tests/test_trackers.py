@@ -75,6 +75,7 @@ def test_mlflow_gets_options_every_round_and_figures_and_a_resume_continues_the_
     assert history == [(x["round"], round(x["acc_mean"], 6)) for x in rounds]
     assert r.data.params["rounds"] == "2" and r.data.params["dataset"] == "digits"
     assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"accuracy_vs_round.png"}
+    assert list((tmp_path / "mlartifacts").rglob("accuracy_vs_round.png"))  # beside the database, not ./mlruns
     ck = json.loads((run / "config.json").read_text())
     assert ck["tracker"] == "mlflow"
 
