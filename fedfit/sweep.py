@@ -127,7 +127,7 @@ def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], 
             if is_done(cfg):
                 progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
                 continue
-            left = sum(1 for c in configs[i - 1:] if c in todo)
+            left = len(todo) - ran  # this run and those after it that were not done before
             eta = f" (eta {live.duration(spent / ran * left)} for {left} left)" if ran else ""
             progress(f"[{i}/{len(configs)}] {cfg['name']}{eta}")
             t0 = time.perf_counter()
