@@ -164,6 +164,13 @@ def validate(cfg: Options) -> None:
         check_rule(key, cfg[key], rule)
     need(1 <= cfg["clients_per_round"] <= cfg["num_clients"],
          f"clients_per_round must be in 1..num_clients ({cfg['num_clients']}), got {cfg['clients_per_round']}")
+    need(cfg["clients_per_round"] + cfg["over_select"] <= cfg["num_clients"],
+         f"over_select = {cfg['over_select']} samples clients_per_round + over_select = "
+         f"{cfg['clients_per_round'] + cfg['over_select']} clients of num_clients = {cfg['num_clients']}: lower it")
+    need(cfg["devices"] in ("mobile", "uniform") or cfg["devices"].endswith(".csv"),
+         f"devices = {cfg['devices']!r} is unknown; choose mobile, uniform or a trace file PATH.csv")
+    need(cfg["over_select"] == 0 or cfg["method"] in ("fit", "head-only", "full"),
+         f"over_select keeps the first replies of a federated round; method = {cfg['method']} has none")
     need(-1 <= cfg["eval_clients"] <= cfg["num_clients"],
          f"eval_clients must be in 0..num_clients ({cfg['num_clients']}; 0 = all, -1 = up to 50), "
          f"got {cfg['eval_clients']}")

@@ -65,6 +65,14 @@ class Options(TypedDict):
     poison_fraction: float
     poison: str
     poison_scale: float
+    devices: str
+    down_mbps: float
+    up_mbps: float
+    latency_ms: float
+    train_s_per_image: float
+    availability: str
+    over_select: int
+    deadline_s: float
     eval_clients: int
     eval_every: int
     personalize_steps: int

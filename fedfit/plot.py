@@ -8,6 +8,8 @@
     accuracy_vs_bytes.png/.svg   personalized accuracy (%) vs cumulative wire bytes (log axis); a run
                                  that sends nothing (local-only) is a dashed level at its final accuracy
     pareto.png/.svg              final accuracy vs total wire bytes, Pareto-optimal runs joined
+    accuracy_vs_time.png/.svg    personalized accuracy (%) vs simulated minutes (``fedfit.clock``), when the
+                                 runs have a simulated clock
     runs.csv                     one row per run: raw numbers (accuracies as fractions, bytes, seconds)
     runs.md                      the same table for humans (percent, KB/MB/GB)
 
@@ -168,6 +170,8 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None
             ("accuracy_vs_round", _accuracy_vs_round, "Personalized accuracy vs round"),
             ("accuracy_vs_bytes", _accuracy_vs_bytes, "Personalized accuracy vs communication"),
             ("pareto", _pareto, "Final accuracy vs total communication"),
+            *([("accuracy_vs_time", _accuracy_vs_time, "Personalized accuracy vs simulated time")]
+              if any(_timed(s) for s in runs) else []),
         ]:
             fig = Figure()
             FigureCanvasAgg(fig)
@@ -273,6 +277,22 @@ def _accuracy_vs_bytes(ax, runs: list[RunSummary], colors) -> list:
     return []
 
 
+def _timed(s: RunSummary) -> bool:
+    return any((r.sim_total_s or 0) > 0 for r in s.run.rounds)
+
+
+def _accuracy_vs_time(ax, runs: list[RunSummary], colors) -> list:
+    """Accuracy against the simulated clock (``fedfit.clock``: devices, bandwidths, deadlines), in minutes."""
+    for s, c in zip(runs, colors):
+        if not _timed(s):
+            continue
+        x, y = _series(s.run.rounds, "sim_total_s", "acc_mean")
+        ax.plot([t / 60 for t in x], _pct(y), color=c, lw=1.6, **_marker(len(x)))
+    ax.set_xlabel("simulated time (minutes: training exchanges on the run's devices and networks)")
+    ax.set_ylabel("personalized accuracy, mean over clients (%)")
+    return []
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points (cost, value) that no other point beats (cost <=, value >=, one strictly),
     ordered by cost."""
@@ -330,7 +350,9 @@ def table_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
             "rounds": s.rounds,
             **{k: None if f is None else getattr(f, k) for k in ("acc_mean", "acc_median", "acc_p10", "new_acc_mean")},
             "global_acc": s.global_acc,
-            **s.totals, "bytes_wire": s.total_wire, "seconds": round(s.seconds, 3), "dir": str(s.run.dir),
+            **s.totals, "bytes_wire": s.total_wire, "seconds": round(s.seconds, 3),
+            "sim_seconds": None if f is None or f.sim_total_s is None else round(f.sim_total_s, 3),
+            "dir": str(s.run.dir),
         })
         rows.append(row)
     return rows
@@ -359,4 +381,6 @@ def _md_cell(col: str, v: Any) -> str:
         return human_bytes(v)
     if col == "seconds":
         return f"{v:.1f} s"
+    if col == "sim_seconds":
+        return f"{v / 60:.1f} min"
     return str(v).replace("|", "\\|")

@@ -69,6 +69,11 @@ class RoundRecord:
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
     dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta)
     seconds: float = 0.0              # wall-clock seconds of this round
+    sim_seconds: float | None = None  # simulated seconds of this round's training exchange (fedfit.clock)
+    sim_total_s: float | None = None  # simulated seconds since the run started, at this round's end
+    online: int | None = None         # training clients online when the round started (the sampling pool)
+    stragglers: int = 0               # replies after the K-th one or the deadline: not aggregated
+    offline: int = 0                  # sampled clients that went offline before their reply (dropouts)
     trained: list[int] = field(default_factory=list)       # partition ids sampled for training
     per_client: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition id -> its numbers
     failures: list[dict[str, Any]] = field(default_factory=list)  # {client, phase, kind, reason}

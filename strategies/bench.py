@@ -284,6 +284,11 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
         wire_vs_payload_up=fed["wire"]["wire_vs_payload_up"], wire_vs_payload_down=fed["wire"]["wire_vs_payload_down"],
         peak_pss_bytes=report["memory"]["peak_pss_bytes"],
         ray_startup_s=(report["ray_startup"] or {}).get("ray_startup_s"))
+    ips = report["clients"].get("train_images_per_s")
+    # what the simulated clock (fedfit.clock) charges per trained image on a speed-1 device: set
+    # train_s_per_image to this to make this machine the reference
+    report["clock_calibration"] = {"image_size": int(cfg["image_size"]),
+                                   "train_s_per_image": 1 / ips if ips else None}
     report["targets"] = {k: {"op": op, "bound": bound, "pass": core.meets(k, report[k])}
                          for k, (op, bound) in core.TARGETS.items()}
     write_text(out, json.dumps(_ordered(report), indent=2, default=str) + "\n")

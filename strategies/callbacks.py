@@ -79,7 +79,8 @@ class SaveCheckpoint(Callback):
 
         checkpoint.save(fed.run_dir, record.round, wire.state_of(fed.arrays), fed.strategy,
                         fingerprint=fed.layout.fingerprint, ever=dict(fed.ever),
-                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire), tracker=fed.tracker_id)
+                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire), tracker=fed.tracker_id,
+                        clock=fed.clock.now if fed.clock else None)
 
 
 class PrintProgress(Callback):
@@ -237,7 +238,8 @@ def round_line(r: RoundRecord, rounds: int) -> str:
         trained = (f"server trained {central.get('train_steps', 0)} steps on {r.clients} clients' pooled images"
                    + (f" ({human_bytes(r.bytes_up_wire)} uploaded)" if r.bytes_up_wire else ""))
     else:
-        per = f"{human_bytes(r.bytes_up_wire / r.clients)}/client up" if r.clients and r.bytes_up_wire else \
+        senders = r.clients + r.stragglers  # stragglers' replies were sent too (and metered), just not kept
+        per = f"{human_bytes(r.bytes_up_wire / senders)}/client up" if r.clients and r.bytes_up_wire else \
             ("nothing sent up" if r.clients else "no training")
         trained = f"{r.clients} trained, {per}"
     loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""

@@ -37,6 +37,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from fedfit import wire
 from fedfit import faults, seeding
+from fedfit.clock import Clock, profile_table
 from fedfit.config import eval_clients, run_name, training_rounds
 from fedfit.global_head import GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes
@@ -64,6 +65,7 @@ class _Round:
         self.per_client: dict[int, dict[str, Any]] = {}
         self.central: dict[str, Any] = {}  # centralized: the server's own training numbers
         self.trained: list[int] = []
+        self.clock: dict[str, Any] = {}  # sim_seconds, online, stragglers, offline (fedfit.clock)
 
     def client(self, node: int) -> dict[str, Any]:
         return self.per_client.setdefault(self.directory.by_node.get(node, -1), {})
@@ -90,6 +92,8 @@ class Federation:
         self.setup = setup or prepare({**cfg, "device": "cpu"})  # the server holds no GPU for the run
         self.layout = self.setup.layout
         self.strategy = create_strategy(cfg)
+        # the simulated clock (fedfit.clock); the centralized bound trains on the server: no devices
+        self.clock = None if cfg["method"] == "centralized" else Clock(cfg, self.setup.partitions)
         self.results = WriteResults(self._config_record(), overwrite=overwrite)
         self.personal = ReportPersonalState(progress)
         self.tracker_id: str | None = None  # the experiment tracker's run id (kept in the checkpoint)
@@ -146,7 +150,17 @@ class Federation:
         """One training exchange + aggregation; returns (clients used, mean training loss)."""
         cfg = self.cfg
         k = cfg["num_clients"] if self.local_only else cfg["clients_per_round"]  # local-only: everyone, once
-        partitions = self.sampler.train(server_round, k)
+        pool = None
+        if self.clock is not None:  # only clients online at the round's start can be sampled
+            everyone = list(range(cfg["num_clients"]))
+            if not self.clock.online(everyone) and not self.clock.wait_for_online(everyone):
+                rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "skipped",
+                                     "reason": "no training client is ever online again"})
+                rnd.clock = {"sim_seconds": 0.0, "online": 0}
+                return 0, None
+            pool = self.clock.online(everyone)
+            rnd.clock["online"] = len(pool)
+        partitions = self.sampler.train(server_round, k + cfg["over_select"], pool)
         rnd.trained = partitions
         nodes = self._nodes(partitions, rnd, wire.TRAIN)
         if not nodes:
@@ -166,6 +180,8 @@ class Federation:
         rnd.fail(failures)
         self._give_up_if_nothing_works(wire.TRAIN, len(replies), failures)
         replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
+        if self.clock is not None:
+            replies = self._settle(replies, k, rnd)
         losses = []
         for r in replies:
             m = dict(r.content[wire.METRICS])
@@ -188,6 +204,37 @@ class Federation:
                 except ValueError as e:
                     rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "aggregate", "reason": str(e)})
         return len(replies), (float(np.mean(losses)) if losses else None)
+
+    def _settle(self, replies: list[Message], k: int, rnd: _Round) -> list[Message]:
+        """The simulated clock's view of the exchange: each reply's finish time from its metered bytes and
+        trained images; the replies the round keeps (the first ``k`` in time, within the deadline), the
+        stragglers and the clients that went offline counted as failures (injected: the run goes on)."""
+        by_node = self.directory.by_node
+        down: dict[int, int] = {}
+        up: dict[int, int] = {}
+        for t in self.meter.peek():
+            if t.kind == wire.TRAIN:
+                side = down if t.direction == "down" else up
+                side[t.node_id] = side.get(t.node_id, 0) + t.wire
+        work = {}
+        for r in replies:
+            node = int(r.metadata.src_node_id)
+            images = dict(r.content[wire.METRICS]).get("train_images", 0)
+            work[by_node[node]] = (down.get(node, 0), up.get(node, 0), int(images) if isinstance(images, int) else 0)
+        s = self.clock.settle(work, k)
+        for p, sec in s.finish.items():
+            rnd.per_client.setdefault(p, {})["sim_s"] = round(sec, 6)
+        for p in s.late:
+            rnd.failures.append({"client": p, "phase": wire.TRAIN, "kind": "straggler",
+                                 "reason": f"reply at {s.finish[p]:.1f} simulated s, after the round ended at "
+                                           f"{s.seconds:.1f} s"})
+        for p in s.offline:
+            rnd.failures.append({"client": p, "phase": wire.TRAIN, "kind": "offline",
+                                 "reason": f"went offline before its reply ({s.finish[p]:.1f} simulated s)"})
+        rnd.clock.update(sim_seconds=s.seconds, stragglers=len(s.late), offline=len(s.offline),
+                         offline_nodes={self.directory.by_partition[p] for p in s.offline})
+        keep = set(s.kept)
+        return [r for r in replies if by_node[int(r.metadata.src_node_id)] in keep]
 
     def evaluate(self, server_round: int, rnd: _Round) -> dict[str, Any]:
         """Training clients (a seeded sample, ``eval_clients``) and every new user evaluate the global state."""
@@ -301,7 +348,8 @@ class Federation:
         return {**cfg, "name": run_name(cfg), "state_size": layout.size, "state_bytes_fp32": 4 * layout.size,
                 "layout_fingerprint": layout.fingerprint, "new_users_resolved": self.setup.new_users,
                 "hostile_clients": faults.hostile_clients(cfg), **_resolved(cfg), "data_images": self.setup.images,
-                "data_classes": self.setup.classes, "data_skipped": self.setup.skipped or {}}
+                "data_classes": self.setup.classes, "data_skipped": self.setup.skipped or {},
+                "devices_median": profile_table(self.clock.devices) if self.clock else None}
 
     def _restore(self) -> int | None:
         """Load the checkpoint (resume): the last complete round, or None to start from round 0."""
@@ -316,6 +364,8 @@ class Federation:
         self.ever = ck["ever"]
         self._cum = ck["cum"]
         self.tracker_id = ck.get("tracker")
+        if self.clock is not None and ck.get("clock") is not None:
+            self.clock.now = float(ck["clock"])
         return int(ck["round"])
 
     def run(self) -> dict[str, Any]:
@@ -380,6 +430,10 @@ class Federation:
             transfers = self.meter.take()
             if self.local_only:  # a local-only client talks to nobody: the simulator's control messages
                 transfers = [t for t in transfers if t.kind != wire.TRAIN]  # carry no state and are not traffic
+            gone = rnd.clock.get("offline_nodes", ())
+            if gone:  # a client that went offline never sent its reply: its simulated upload is not traffic
+                transfers = [t for t in transfers if not (t.direction == "up" and t.kind == wire.TRAIN
+                                                          and t.node_id in gone)]
             b = _bytes(transfers)
             b["bytes_up_wire"] += upload
             b["bytes_up_payload"] += upload
@@ -395,6 +449,9 @@ class Federation:
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
                 failed=sum(f["kind"] in COUNTED for f in rnd.failures),
                 dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
+                sim_seconds=rnd.clock.get("sim_seconds", 0.0) if self.clock else None,
+                sim_total_s=self.clock.now if self.clock else None, online=rnd.clock.get("online"),
+                stragglers=rnd.clock.get("stragglers", 0), offline=rnd.clock.get("offline", 0),
                 per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures,
                 extra={"central": rnd.central} if rnd.central else {}, **ev)
             for cb in self.callbacks:
@@ -452,10 +509,12 @@ def _ranges(ids: list[int]) -> str:
 def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the options resolve to, for config.json: where every number's images come from, the steps."""
     from fedfit.centralized import UPLOAD_ENCODING
+    from fedfit.clock import REFERENCE_IMAGE_SIZE, train_s_per_image
     from fedfit.config import central_steps, local_steps
     from fedfit.federated import splits
 
-    out = {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg)}
+    out = {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg),
+           "clock": {"train_s_per_image": train_s_per_image(cfg), "reference_image_size": REFERENCE_IMAGE_SIZE}}
     if cfg["method"] == "centralized":
         out.update(central_steps_resolved=central_steps(cfg), upload_encoding=UPLOAD_ENCODING)
     return out

@@ -80,6 +80,11 @@ class Meter:
             self.transfers.append(t)
         return t
 
+    def peek(self) -> list[Transfer]:
+        """The transfers so far, kept (the simulated clock reads a round's bytes before it ends)."""
+        with self._lock:
+            return list(self.transfers)
+
     def take(self) -> list[Transfer]:
         with self._lock:
             out, self.transfers = self.transfers, []

@@ -19,15 +19,16 @@ class ClientSampler:
     def __init__(self, seed: int, num_clients: int):
         self.seed, self.num_clients = int(seed), int(num_clients)
 
-    def _sample(self, purpose: str, server_round: int, k: int) -> list[int]:
-        if k <= 0 or k >= self.num_clients:
-            return list(range(self.num_clients))
+    def _sample(self, purpose: str, server_round: int, k: int, pool: list[int] | None = None) -> list[int]:
+        pool = list(range(self.num_clients)) if pool is None else sorted(pool)
+        if k <= 0 or k >= len(pool):
+            return pool
         rng = seeding.generator(self.seed, purpose, server_round)
-        return sorted(int(i) for i in rng.choice(self.num_clients, size=k, replace=False))
+        return sorted(pool[int(i)] for i in rng.choice(len(pool), size=k, replace=False))
 
-    def train(self, server_round: int, k: int) -> list[int]:
-        """``k`` distinct partitions (all when k >= num_clients)."""
-        return self._sample("sample-train", server_round, k)
+    def train(self, server_round: int, k: int, pool: list[int] | None = None) -> list[int]:
+        """``k`` distinct partitions of ``pool`` (default: every training client; all when k >= its size)."""
+        return self._sample("sample-train", server_round, k, pool)
 
     def evaluate(self, server_round: int, k: int) -> list[int]:
         """``k`` distinct partitions to evaluate (k = 0: all)."""

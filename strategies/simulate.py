@@ -78,7 +78,14 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
     elif not cfg["ray_address"]:
         check_resources(cfg, float(os.cpu_count() or 1), gpus)
     # the server needs the layout and the initial state, not a GPU: it never holds one for the whole run
-    return prepare({**cfg, "device": "cpu"})
+    setup = prepare({**cfg, "device": "cpu"})
+    from fedfit.clock import ClockError, devices
+
+    try:  # a device trace that cannot serve every partition stops here, not in round 1
+        devices(cfg, setup.partitions)
+    except ClockError as e:
+        raise ConfigError(str(e)) from None
+    return setup
 
 
 def simulate(cfg: dict[str, Any], verbose: bool = False, resume: bool = False, overwrite: bool = False,

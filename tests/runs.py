@@ -11,10 +11,11 @@ def rounds(run: str | Path) -> list[dict]:
 
 def timeless(obj, wire: bool = True):
     """Records without wall-clock fields ("seconds"), and without wire sizes unless ``wire`` (Flower's
-    own engine draws node ids whose serialized length varies, a byte or two per message)."""
+    own engine draws node ids whose serialized length varies, a byte or two per message); the simulated
+    clock's times (``sim_*``) come from the wire sizes and go with them."""
     if isinstance(obj, dict):
         return {k: timeless(v, wire) for k, v in obj.items()
-                if "seconds" not in k and (wire or "wire" not in k)}
+                if "seconds" not in k and (wire or ("wire" not in k and not k.startswith("sim_")))}
     if isinstance(obj, list):
         return [timeless(v, wire) for v in obj]
     return obj

@@ -110,6 +110,7 @@ def test_a_small_bench_reports_every_figure(tmp_path, capsys):
     assert bare["batch_images"] == 5 * 5 and bare["threads"] == 1 and bare["trainable_parameters"] == 20544
     assert _finite_positive(bare["forward_images_per_s"]) and _finite_positive(bare["forward_backward_images_per_s"])
     assert cl["clients"] == 2 and cl["train_images"] == 2 * 3 * 25 and _finite_positive(cl["eval_images_per_s"])
+    assert r["clock_calibration"] == {"image_size": 32, "train_s_per_image": pytest.approx(1 / cl["train_images_per_s"])}
     paired = r["paired"]
     assert r["train_vs_bare"] == pytest.approx(sorted(p["ratio"] for p in paired["pairs"])[len(paired["pairs"]) // 2])
     assert all(p["ratio"] == pytest.approx(p["client_images_per_s"] / p["bare_images_per_s"]) for p in paired["pairs"])
