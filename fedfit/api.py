@@ -84,7 +84,8 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
 
     from fedfit.plot import plot_runs
     from fedfit.results import holds_results
-    from fedfit.sweep import aggregate, bounds_table, load_spec, markdown_table, replace_section, run_sweep, stability_table
+    from fedfit.sweep import (aggregate, bounds_table, load_spec, markdown_table, replace_section, run_sweep,
+                              stability_table, target_table)
 
     name, configs = sweep_configs(file, *overrides)
     failed: list[str] = []
@@ -107,6 +108,9 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
     if spec.get("stability"):
         table += ("\n\nLast round against round 0 and the best round (ok: >= round 0 and within 1 point of the "
                   "best):\n\n" + stability_table(dirs))
+    if spec.get("target") is not None:
+        table += (f"\n\nTime to {100 * spec['target']:.0f}% personalized accuracy on the simulated clock (the first "
+                  f"round at or above it; fedfit/clock.py):\n\n" + target_table(dirs, float(spec["target"])))
     (out / "summary.md").write_text(table + "\n")
     if readme:
         readme = Path(readme)
@@ -114,7 +118,8 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
         fig_dir.mkdir(parents=True, exist_ok=True)
         shown = []
         for f in figures:
-            if f.suffix == ".png" and f.stem in ("accuracy_vs_bytes", "accuracy_vs_round"):
+            shows = ("accuracy_vs_bytes", "accuracy_vs_round") + (("accuracy_vs_time",) if spec.get("target") else ())
+            if f.suffix == ".png" and f.stem in shows:
                 dst = fig_dir / f"{name}_{f.name}"
                 shutil.copyfile(f, dst)
                 shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")

@@ -8,7 +8,7 @@
     accuracy_vs_bytes.png/.svg   personalized accuracy (%) vs cumulative wire bytes (log axis); a run
                                  that sends nothing (local-only) is a dashed level at its final accuracy
     pareto.png/.svg              final accuracy vs total wire bytes, Pareto-optimal runs joined
-    accuracy_vs_time.png/.svg    personalized accuracy (%) vs simulated minutes (``fedfit.clock``), when the
+    accuracy_vs_time.png/.svg    personalized accuracy (%) vs simulated seconds (``fedfit.clock``), when the
                                  runs have a simulated clock
     runs.csv                     one row per run: raw numbers (accuracies as fractions, bytes, seconds)
     runs.md                      the same table for humans (percent, KB/MB/GB)
@@ -282,13 +282,13 @@ def _timed(s: RunSummary) -> bool:
 
 
 def _accuracy_vs_time(ax, runs: list[RunSummary], colors) -> list:
-    """Accuracy against the simulated clock (``fedfit.clock``: devices, bandwidths, deadlines), in minutes."""
+    """Accuracy against the simulated clock (``fedfit.clock``: devices, bandwidths, deadlines), in seconds."""
     for s, c in zip(runs, colors):
         if not _timed(s):
             continue
         x, y = _series(s.run.rounds, "sim_total_s", "acc_mean")
-        ax.plot([t / 60 for t in x], _pct(y), color=c, lw=1.6, **_marker(len(x)))
-    ax.set_xlabel("simulated time (minutes: training exchanges on the run's devices and networks)")
+        ax.plot(x, _pct(y), color=c, lw=1.6, **_marker(len(x)))
+    ax.set_xlabel("simulated seconds (training exchanges on the run's devices and networks)")
     ax.set_ylabel("personalized accuracy, mean over clients (%)")
     return []
 
@@ -382,5 +382,5 @@ def _md_cell(col: str, v: Any) -> str:
     if col == "seconds":
         return f"{v:.1f} s"
     if col == "sim_seconds":
-        return f"{v / 60:.1f} min"
+        return f"{v:.1f} s"
     return str(v).replace("|", "\\|")

@@ -16,11 +16,14 @@ An experiment file (``experiments/NAME.toml``)::
     lower = "method=local-only" # group names (a run's name without "_seed=N")
     upper = "method=centralized"
     stability = true            # optional: a table of final vs round-0 vs best-round accuracy per run
+    target = 0.75               # optional: a table of simulated time and bytes until the personalized
+                                # accuracy first reaches this fraction (fedfit.clock), and its figure
 
 Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists is not run
 again, so an interrupted sweep resumes where it stopped. ``aggregate`` groups runs that differ only
 by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
-pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round.
+pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round;
+``target_table`` times each group to a target accuracy on the simulated clock.
 """
 from __future__ import annotations
 
@@ -44,7 +47,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-SECTIONS = ("name", "description", "base", "grid", "run", "bounds", "stability")
+SECTIONS = ("name", "description", "base", "grid", "run", "bounds", "stability", "target")
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
@@ -62,6 +65,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     bounds = spec.get("bounds", {})
     if bounds and (set(bounds) != {"lower", "upper"} or not all(isinstance(v, str) for v in bounds.values())):
         raise ConfigError(f"{p}: [bounds] needs lower = \"GROUP\" and upper = \"GROUP\" (run names without seed)")
+    target = spec.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1):
+        raise ConfigError(f"{p}: target is an accuracy as a fraction in (0, 1], got {target!r}")
     return spec
 
 
@@ -300,6 +306,49 @@ def stability_table(run_dirs: list[Path]) -> str:
             cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}", "yes" if ok else "**NO**"]
         rows.append(cells)
     return fmt.markdown_table(header, rows, "lrlrl")
+
+
+def reach(rounds: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
+    """The first round whose personalized accuracy is >= ``target``: its round, simulated seconds since
+    the start and cumulative training bytes (wire); None when no round reaches it."""
+    for r in rounds:
+        if r.get("acc_mean") is not None and r["acc_mean"] >= target - 1e-9:
+            return {"round": r["round"], "sim_s": r.get("sim_total_s"), "bytes": r["cum_bytes_wire"]}
+    return None
+
+
+def target_table(run_dirs: list[Path], target: float) -> str:
+    """Per group: how many seeds reach ``target`` (personalized accuracy), and for those the simulated
+    seconds, training bytes and rounds it took (mean ± std over the seeds that reach it); the final
+    accuracy and the whole run's simulated seconds and bytes (mean over seeds)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for d in run_dirs:
+        if (d / "summary.json").is_file():
+            run = _load(d)
+            groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
+
+    def ms(values: list[float], unit: str, scale: float = 1.0) -> str:
+        if not values:
+            return "not reached"
+        v = np.array(values, dtype=float) / scale
+        if unit == "bytes":
+            return fmt.human_bytes(float(v.mean())) + (f" ± {fmt.human_bytes(float(v.std()))}" if len(v) > 1 else "")
+        return f"{v.mean():.1f}" + (f" ± {v.std():.1f}" if len(v) > 1 else "")
+
+    header = ["run", f"seeds reaching {100 * target:.0f}%", "simulated seconds to target", "training bytes to target",
+              "rounds to target", "final acc (%)", "simulated seconds / run", "training bytes / run"]
+    rows = []
+    for g, runs in groups.items():
+        hits = [h for h in (reach(r["rounds"], target) for r in runs) if h is not None]
+        timed = [h["sim_s"] for h in hits if h["sim_s"] is not None]
+        last = [r["rounds"][-1] for r in runs]
+        total = [x["sim_total_s"] for x in last if x.get("sim_total_s") is not None]
+        rows.append([g, f"{len(hits)} of {len(runs)}", ms(timed, "s") if hits else "not reached",
+                     ms([h["bytes"] for h in hits], "bytes"), ms([h["round"] for h in hits], "rounds"),
+                     _pm([x["acc_mean"] for x in last if x.get("acc_mean") is not None]),
+                     ms(total, "s") if total else "n/a",
+                     fmt.human_bytes(float(np.mean([x["cum_bytes_wire"] for x in last])))])
+    return fmt.markdown_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def replace_section(text: str, marker: str, body: str) -> str:

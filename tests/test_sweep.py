@@ -117,6 +117,25 @@ def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
     assert "| worse | 60.0 / 70.0 (1) / 58.0 | **NO** |" in lines[3] and "| dip | 60.0 / 70.0 (1) / 68.0 | **NO** |" in lines[4]
 
 
+def test_target_table_times_each_group_to_its_first_round_at_the_target(tmp_path):
+    from fedfit.sweep import target_table
+
+    runs = {"fast_seed=0": [0.6, 0.76, 0.8], "fast_seed=1": [0.6, 0.7, 0.75], "slow_seed=0": [0.6, 0.7, 0.72]}
+    dirs = []
+    for name, accs in runs.items():
+        w = RunWriter(tmp_path / name, {"name": name, "seed": int(name[-1])})
+        for r, a in enumerate(accs):
+            w.write(RoundRecord(round=r, acc_mean=a, cum_bytes_wire=1000 * r, sim_total_s=10.0 * r))
+        w.finish()
+        dirs.append(tmp_path / name)
+    lines = target_table(dirs, 0.75).splitlines()
+    # fast: seed 0 at round 1 (10 s, 1 kB), seed 1 at round 2 (20 s, 2 kB): mean +- std over the two
+    assert "| fast | 2 of 2 | 15.0 ± 5.0 | 1.5 KB ± 500 B | 1.5 ± 0.5 | 77.5 ± 2.5 | 20.0 ± 0.0 | 2 KB |" in lines
+    assert "| slow | 0 of 1 | not reached | not reached | not reached | 72.0 | 20.0 | 2 KB |" in lines
+    with pytest.raises(ConfigError, match="target is an accuracy"):
+        load_sweep(_write(tmp_path, "target = 75\n"))
+
+
 def test_python_api_sweep_and_load_run(tmp_path):
     import fedfit
 
