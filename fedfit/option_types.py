@@ -54,6 +54,7 @@ class Options(TypedDict):
     dp: str
     dp_noise: float
     dp_clip: float
+    dp_clipping: str
     dp_delta: float
     codec_up: str
     codec_down: str

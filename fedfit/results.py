@@ -67,7 +67,9 @@ class RoundRecord:
     acc_extra: dict[str, float] = field(default_factory=dict)      # the adapter's own heads (accuracy_linear...)
     new_acc_extra: dict[str, float] = field(default_factory=dict)  # the same for new users
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
-    dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta)
+    dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta), no
+                                      # amplification by sampling (Flower's)
+    dp_epsilon_sampled: float | None = None  # the same with the server's sampling (k of n, without replacement)
     seconds: float = 0.0              # wall-clock seconds of this round
     sim_seconds: float | None = None  # simulated seconds of this round's training exchange (fedfit.clock)
     sim_total_s: float | None = None  # simulated seconds since the run started, at this round's end

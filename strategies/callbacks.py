@@ -80,7 +80,7 @@ class SaveCheckpoint(Callback):
         checkpoint.save(fed.run_dir, record.round, wire.state_of(fed.arrays), fed.strategy,
                         fingerprint=fed.layout.fingerprint, ever=dict(fed.ever),
                         cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire), tracker=fed.tracker_id,
-                        clock=fed.clock.now if fed.clock else None)
+                        clock=fed.clock.now if fed.clock else None, dp_ledger=(fed.ledger.releases, fed.ledger.seen))
 
 
 class PrintProgress(Callback):
@@ -245,6 +245,8 @@ def round_line(r: RoundRecord, rounds: int) -> str:
     loss = f" | loss {r.train_loss:.3f}" if r.train_loss is not None else ""
     fail = f" | {r.failed} failed" if r.failed else ""
     eps = f" | eps {r.dp_epsilon:.2f}" if r.dp_epsilon is not None else ""
+    if r.dp_epsilon_sampled is not None:
+        eps += f" (sampled {r.dp_epsilon_sampled:.2f})"
     new = f" | new users {_pct(r.new_acc_mean)}" if r.new_users else ""
     new += "".join(f" | {k.replace('accuracy_', '')} head {_pct(v)}" for k, v in r.acc_extra.items())
     return (f"round {r.round:>3}/{rounds} | {trained}, total {human_bytes(r.cum_bytes_wire)} | "

@@ -116,6 +116,7 @@ class Federation:
         self.centralized = cfg["method"] == "centralized"
         self._central = None  # fedfit.centralized.CentralTrainer, made when first needed
         self.arrays = wire.state_record(self.setup.initial)
+        self.ledger = dp.Ledger(cfg)  # private releases -> both epsilons
         self.ever = {wire.TRAIN: False, wire.EVALUATE: False}
 
     # --- exchanges ------------------------------------------------------------------------------
@@ -198,6 +199,8 @@ class Federation:
                 new, _ = self.strategy.aggregate_train(server_round, [for_strategy(r) for r in replies])
             finally:
                 np.random.set_state(saved)
+            if cfg["dp"] != "none":
+                self.ledger.after_aggregate(self.strategy, new is not None)
             if new is not None:
                 try:
                     self.arrays = wire.state_record(wire.aggregated_state(new, self.layout.size))
@@ -364,6 +367,7 @@ class Federation:
         self.ever = ck["ever"]
         self._cum = ck["cum"]
         self.tracker_id = ck.get("tracker")
+        self.ledger.releases, self.ledger.seen = ck.get("dp_ledger", (0, 0))
         if self.clock is not None and ck.get("clock") is not None:
             self.clock.now = float(ck["clock"])
         return int(ck["round"])
@@ -448,7 +452,8 @@ class Federation:
                 cum_bytes_wire=cum_down + cum_up, train_loss=loss,
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
                 failed=sum(f["kind"] in COUNTED for f in rnd.failures),
-                dp_epsilon=dp.epsilon(self.strategy), seconds=time.perf_counter() - t0, trained=rnd.trained,
+                dp_epsilon=self.ledger.epsilon(self.strategy), dp_epsilon_sampled=self.ledger.epsilon_sampled(self.strategy),
+                seconds=time.perf_counter() - t0, trained=rnd.trained,
                 sim_seconds=rnd.clock.get("sim_seconds", 0.0) if self.clock else None,
                 sim_total_s=self.clock.now if self.clock else None, online=rnd.clock.get("online"),
                 stragglers=rnd.clock.get("stragglers", 0), offline=rnd.clock.get("offline", 0),

@@ -129,6 +129,18 @@ def test_dp_reports_epsilon_every_round(tmp_path):
     assert eps[0] is None or eps[0] == 0
     assert 0 < eps[1] < eps[2] < float("inf")
     assert summary["failures"] == 0
+    # the server's sampling (2 of 4 without replacement), from dp-accounting directly: replace-one
+    # neighbours, so one client moves the clipped sum by 2 x clip and the noise multiplier is z / 2
+    from dp_accounting import dp_event, privacy_accountant, rdp
+
+    ref = rdp.RdpAccountant(neighboring_relation=privacy_accountant.NeighboringRelation.REPLACE_ONE)
+    ref.compose(dp_event.SampledWithoutReplacementDpEvent(4, 2, dp_event.GaussianDpEvent(0.5)), 2)
+    assert _rounds(cfg)[2]["dp_epsilon_sampled"] == pytest.approx(ref.get_epsilon(1 / 4), rel=1e-9)
+    ada = _cfg(tmp_path, name="ada", dp="server", dp_clipping="adaptive", dp_noise=1.0, dp_clip=0.1, local_steps=1)
+    summary, _ = _run(ada)
+    r = _rounds(ada)
+    assert summary["failures"] == 0 and 0 < r[1]["dp_epsilon"] < r[2]["dp_epsilon"] < float("inf")
+    assert r[2]["dp_epsilon_sampled"] > 0
     assert wire.WEIGHT == "num-examples"
 
 

@@ -285,3 +285,15 @@ def test_the_pool_gives_an_actor_the_clients_it_served_before_in_order():
     assert len(p) == 0
     with pytest.raises(IndexError):
         p.take(0)
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"dp": "server", "strategy": "fedmedian"}, "dp = server works with strategy = fedavg or fedprox"),
+    ({"dp": "client", "dp_clipping": "adaptive"}, "dp_clipping = adaptive is Flower's server-side adaptive"),
+])
+def test_dp_options_that_cannot_be_honoured_are_refused_in_one_line(options, says):
+    from fedfit.config import load_config
+    from strategies import check_options
+
+    with pytest.raises(ValueError, match=says):
+        check_options(load_config(overrides=options))
