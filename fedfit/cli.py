@@ -167,6 +167,29 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _partition(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fedfit.config import load_config
+    from fedfit.federated import plans, source
+    from fedfit.plot import plot_partition
+
+    cfg = load_config(args.config, args.overrides)
+    ps, data = plans(cfg), source(cfg)
+    n = cfg["num_clients"]
+    per = np.array([len(p.classes) for p in ps[:n]])
+    size = np.array([len(p.support_y) for p in ps[:n]])
+    what = {"kshot": f"{cfg['classes_per_client']} classes x {cfg['shots']} shots",
+            "dirichlet": f"Dirichlet alpha = {cfg['dirichlet_alpha']:g}, quantity skew {cfg['quantity_skew']:g}",
+            "natural": "one client per owner"}[cfg["partition"]]
+    title = f"{cfg['dataset']}, partition = {cfg['partition']} ({what})"
+    files = plot_partition(ps, list(data.class_names), args.out, n, title=title)
+    print(f"fedfit partition: {title}: {n} training clients + {len(ps) - n} new users; classes per client "
+          f"{per.mean():.1f} (min {per.min()}, max {per.max()}), support images per client {size.mean():.1f} "
+          f"(min {size.min()}, max {size.max()}); figure: {files[0]}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     from fedfit.plot import plot_runs
 
@@ -311,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--title", default=None)
     sw.add_argument("--verbose", action="store_true")
     sw.set_defaults(fn=_sweep)
+
+    pa = sub.add_parser("partition", help="plan the clients of a configuration (no training) and draw them")
+    pa.add_argument("overrides", nargs="*", help="key=value (see fedfit/defaults.toml)")
+    pa.add_argument("--config", default=None)
+    pa.add_argument("--out", default="partition.png", help="figure path (PNG, and SVG beside it)")
+    pa.set_defaults(fn=_partition)
 
     tb = sub.add_parser("table", help="per-round Markdown table of run directories")
     tb.add_argument("runs", nargs="+")

@@ -40,7 +40,8 @@ import torch
 from fedfit import seeding
 from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
 from fedfit.config import data_seed, local_steps
-from fedfit.data import ClientData, ClientPlan, ImageSet, has_test_split, kshot_plan, load_source, materialize
+from fedfit.data import (ClientData, ClientPlan, DataError, ImageSet, dirichlet_plan, has_test_split, kshot_plan,
+                         load_source, materialize, natural_plan)
 from fedfit.episodes import FineTuneConfig, evaluate, finetune
 from fedfit.global_head import client_statistics, needs_scatter
 from fedfit.heads import TEMPERATURES, auto_head
@@ -182,12 +183,34 @@ def plans(cfg: dict[str, Any]) -> list[ClientPlan]:
     history = history_per_class(cfg)
     key = (cfg["dataset"], cfg["data_root"], cfg["cache_dir"], cfg["image_size"], cfg["num_clients"],
            cfg["new_users"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], history, data_seed(cfg),
-           query_split(cfg))
+           query_split(cfg), cfg["partition"], cfg["dirichlet_alpha"], cfg["quantity_skew"])
     auto = cfg["new_users"] < 0
+    held_out = AUTO_NEW_USERS if auto else cfg["new_users"]
+    if cfg["partition"] == "dirichlet":
+        return _PLANS.get(key, lambda: dirichlet_plan(
+            source(cfg), cfg["num_clients"], float(cfg["dirichlet_alpha"]), cfg["classes_per_client"] * cfg["shots"],
+            cfg["queries"], seed=data_seed(cfg), quantity_skew=float(cfg["quantity_skew"]), held_out=held_out,
+            held_out_upto=auto, query_data=query_source(cfg)))
+    if cfg["partition"] == "natural":
+        return _PLANS.get(key, lambda: _owners(cfg, held_out, auto))
     return _PLANS.get(key, lambda: kshot_plan(
         source(cfg), cfg["num_clients"], cfg["classes_per_client"], cfg["shots"], cfg["queries"], seed=data_seed(cfg),
-        history=history, held_out=AUTO_NEW_USERS if auto else cfg["new_users"], held_out_upto=auto,
-        query_data=query_source(cfg)))
+        history=history, held_out=held_out, held_out_upto=auto, query_data=query_source(cfg)))
+
+
+def _owners(cfg: dict[str, Any], held_out: int, upto: bool) -> list[ClientPlan]:
+    """partition = natural: the image folder's owners in name order, renumbered 0.. (partition ids): the
+    first ``num_clients`` train, the next ``held_out`` are new users."""
+    from dataclasses import replace
+
+    data = source(cfg)
+    owned = natural_plan(data, cfg["shots"], cfg["queries"], seed=data_seed(cfg))
+    n = cfg["num_clients"]
+    if len(owned) < n + (0 if upto else held_out):
+        raise DataError(f"{data.name}: {len(owned)} owners have >= 2 classes of >= shots + 1 = {cfg['shots'] + 1} "
+                        f"images; partition = natural needs num_clients ({n}) + new_users "
+                        f"({held_out if not upto else 0}) of them: lower num_clients or new_users, or shots")
+    return [replace(p, client_id=i) for i, p in enumerate(owned[:n + held_out])]
 
 
 def num_partitions(cfg: dict[str, Any]) -> int:

@@ -20,6 +20,9 @@ class Options(TypedDict):
     image_size: int
     num_clients: int
     new_users: int
+    partition: str
+    dirichlet_alpha: float
+    quantity_skew: float
     classes_per_client: int
     shots: int
     queries: int

@@ -384,3 +384,48 @@ def _md_cell(col: str, v: Any) -> str:
     if col == "sim_seconds":
         return f"{v:.1f} s"
     return str(v).replace("|", "\\|")
+
+
+# ------------------------------------------------------------------------------------ partition
+def plot_partition(plans: list, class_names: list[str], path: str | Path, num_clients: int,
+                   title: str | None = None) -> list[Path]:
+    """The partition as a figure (PNG + SVG beside ``path``): one stacked bar per client of its support
+    images per class (colour = class), new users (ids >= ``num_clients``) after a dashed line; returns
+    the files written. ``plans``: ``fedfit.data.ClientPlan`` list (global class ids in ``classes``)."""
+    import numpy as np
+
+    n_cls = len(class_names)
+    counts = np.zeros((len(plans), n_cls), dtype=int)
+    for i, p in enumerate(plans):
+        local = np.bincount(np.asarray(p.support_y), minlength=len(p.classes))
+        counts[i, np.asarray(p.classes)] = local[:len(p.classes)]
+    cmap = matplotlib.colormaps["tab10" if n_cls <= 10 else "tab20"]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with matplotlib.rc_context({**_STYLE, "figure.figsize": (max(6.0, 0.16 * len(plans) + 2), 4.5)}):
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        bottom = np.zeros(len(plans))
+        x = np.arange(len(plans))
+        for c in range(n_cls):
+            if counts[:, c].any():
+                ax.bar(x, counts[:, c], bottom=bottom, width=0.85, color=cmap(c % cmap.N),
+                       label=class_names[c] if n_cls <= 20 else None)
+                bottom += counts[:, c]
+        if num_clients < len(plans):
+            ax.axvline(num_clients - 0.5, color="0.3", ls="--", lw=1)
+            ax.text(num_clients - 0.3, bottom.max() * 0.97, "new users", fontsize=8, va="top")
+        per = (counts > 0).sum(1)
+        ax.set_xlabel(f"client (partition id); classes per client: mean {per.mean():.1f}, "
+                      f"min {per.min()}, max {per.max()}")
+        ax.set_ylabel("support images")
+        ax.set_title(title or "Partition: support images per class per client")
+        if n_cls <= 20:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=7)
+        for ext in ("png", "svg"):
+            out = path.with_suffix(f".{ext}")
+            fig.savefig(out, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+            written.append(out)
+    return written

@@ -493,6 +493,53 @@ def test_natural_partition():
         fd.partition_natural(data, 2, 1, seed=0, min_classes=3)
 
 
+def test_dirichlet_label_skew_is_disjoint_reproducible_and_follows_alpha():
+    data = tagged_set([400] * 10)
+    mean_classes = {}
+    for alpha in (0.1, 1.0, 100.0):
+        plans = fd.dirichlet_plan(data, num_clients=30, alpha=alpha, size=20, queries=3, seed=4, held_out=5)
+        again = fd.dirichlet_plan(data, num_clients=30, alpha=alpha, size=20, queries=3, seed=4, held_out=5)
+        assert all((a.support_idx == b.support_idx).all() and (a.query_idx == b.query_idx).all()
+                   for a, b in zip(plans, again))
+        assert len(plans) == 35
+        used = np.concatenate([np.concatenate([p.support_idx, p.query_idx]) for p in plans])
+        assert len(np.unique(used)) == len(used)  # no image twice: supports and held-out queries
+        for p in plans:
+            c = fd.materialize(data, p)
+            check_client(c, data)
+            per = np.bincount(p.support_y)
+            assert len(p.classes) >= 2 and per.min() >= 2 and 10 <= len(p.support_y) <= 20  # singletons dropped
+            assert (np.bincount(p.query_y) == 3).all()
+        mean_classes[alpha] = np.mean([len(p.classes) for p in plans])
+    assert mean_classes[0.1] < 3.5 < mean_classes[1.0] < mean_classes[100.0]
+    sizes = [len(p.support_y) for p in fd.dirichlet_plan(data, 30, 1.0, 20, 3, seed=4, quantity_skew=1.0)]
+    assert max(sizes) > 2 * min(sizes)  # quantity skew
+    with pytest.raises(DataError, match="images ran out at client"):
+        fd.dirichlet_plan(tagged_set([30] * 4), num_clients=30, alpha=1.0, size=20, queries=3, seed=0)
+
+
+def test_partition_natural_runs_through_the_options(tmp_path):
+    from fedfit import federated
+    from fedfit.config import load_config
+
+    root = tmp_path / "imgs"
+    for o, owner in enumerate(["ann", "ben", "cy", "dee"]):  # 4 owners x 2 of 3 classes x 4 images
+        for cls in (["cat", "dog", "fish"][o % 3], ["cat", "dog", "fish"][(o + 1) % 3]):
+            for i in range(4):
+                write_image(root / owner / cls / f"{i}.png", color=(40 * o, 20 * i, 90))
+    cfg = load_config(overrides={"dataset": "imagefolder", "data_root": str(root), "image_size": 16,
+                                 "partition": "natural", "num_clients": 3, "new_users": 1, "shots": 2,
+                                 "queries": 2, "clients_per_round": 2, "cache_dir": str(tmp_path / "c")})
+    plans = federated.plans(cfg)
+    assert [p.client_id for p in plans] == [0, 1, 2, 3] and all(len(p.classes) == 2 for p in plans)
+    data = federated.source(cfg)
+    for p in plans:  # every client's images are its owner's (owners in name order)
+        idx = np.concatenate([p.support_idx, p.query_idx])
+        assert (data.owners[idx] == p.client_id).all()
+    with pytest.raises(DataError, match="needs num_clients"):
+        federated.plans({**cfg, "num_clients": 4, "new_users": 2})
+
+
 def test_sample_task():
     data = tagged_set([10] * 8 + [2])
     t1 = fd.sample_task(data, way=5, shot=2, query=3, rng=np.random.default_rng(0))

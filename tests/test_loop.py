@@ -214,3 +214,21 @@ def test_fewer_nodes_than_partitions_start_at_once_and_say_which_are_missing(tmp
     r = _rounds(cfg)[1]
     assert r["clients"] == 2 and {"client": 4, "phase": "evaluate", "kind": "absent",
                                   "reason": "no node holds this partition"} in r["failures"]
+
+
+def test_a_natural_owner_federation_on_an_image_folder_with_a_clients_layout(tmp_path):
+    from tests.test_data import write_image
+
+    root = tmp_path / "imgs"
+    classes = ["cat", "dog", "fish"]
+    for o, owner in enumerate(["ann", "ben", "cy", "dee"]):  # root/<client>/<class>/: 2 classes x 5 images each
+        for cls in (classes[o % 3], classes[(o + 1) % 3]):
+            for i in range(5):
+                write_image(root / owner / cls / f"{i}.png", color=(60 * o, 40 * i, 200 - 60 * classes.index(cls)))
+    cfg = _cfg(tmp_path, name="natural", dataset="imagefolder", data_root=str(root), partition="natural",
+               num_clients=3, new_users=1, shots=2, queries=2, clients_per_round=2, rounds=1, local_steps=1,
+               global_eval=True, cache_dir=str(tmp_path / "cache"))
+    summary, _ = _run(cfg)
+    r = _rounds(cfg)
+    assert summary["failures"] == 0 and r[1]["clients"] == 2 and r[1]["new_users"] == 1
+    assert set(r[1]["per_client"]) == {"0", "1", "2", "3"} and r[1]["global_classes"] == 3

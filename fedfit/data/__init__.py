@@ -6,12 +6,12 @@ Importing this package registers all of them; it imports neither torch nor flwr.
 """
 from .base import ClientData, DataError, ImageSet
 from .loader import SOURCES, has_test_split, load_source
-from .partition import (ClientPlan, kshot_plan, materialize, natural_plan, partition_kshot, partition_natural,
+from .partition import (ClientPlan, dirichlet_plan, kshot_plan, materialize, natural_plan, partition_kshot, partition_natural,
                         sample_task)
 
 from . import cifar100, digits, emnist, fashion_mnist, imagefolder, openclipart  # noqa: E402,F401  (register)
 
 __all__ = [
     "SOURCES", "load_source", "has_test_split", "ImageSet", "ClientData", "DataError", "ClientPlan",
-    "partition_kshot", "partition_natural", "sample_task", "kshot_plan", "natural_plan", "materialize",
+    "partition_kshot", "partition_natural", "sample_task", "kshot_plan", "dirichlet_plan", "natural_plan", "materialize",
 ]

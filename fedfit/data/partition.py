@@ -194,6 +194,76 @@ def partition_kshot(data: ImageSet, num_clients: int, classes_per_client: int, s
             for p in kshot_plan(data, num_clients, classes_per_client, shots, queries, seed, history)]
 
 
+def dirichlet_plan(data: ImageSet, num_clients: int, alpha: float, size: int, queries: int, seed: int,
+                   quantity_skew: float = 0.0, held_out: int = 0, held_out_upto: bool = False,
+                   query_data: ImageSet | None = None, min_classes: int = 2) -> list[ClientPlan]:
+    """Dirichlet label skew (Hsu et al. 2019): client i's class mix is q_i ~ Dir(alpha * 1) over the data
+    set's classes and its ``size`` support images are a Multinomial(size, q_i) draw (small alpha: few
+    classes per client; large: near-uniform). ``quantity_skew`` sigma > 0 also varies the size, log-normally
+    with mean ``size``. A class needs 2 support images to take part in an episode (one context, one
+    target): classes drawn once are dropped, and a client keeps drawing (seeded) until it has
+    ``min_classes`` classes. Queries: ``queries`` per class held, from ``query_data`` (a test split) or from
+    training images no client trains on; new users (``held_out``) after the training clients, as in
+    ``kshot_plan``. No support image is used twice. DataError when a class runs out of images."""
+    _require(1, num_clients=num_clients, size=size, min_classes=min_classes)
+    _require(0, held_out=held_out)
+    if not alpha > 0:
+        raise DataError(f"dirichlet_alpha must be > 0, got {alpha}")
+    if query_data is None or queries != -1:
+        _require(0, queries=queries)
+    pick = None if query_data is None else _test_queries(data, query_data, queries, seed)
+    extra = 0 if pick else queries
+    labels = np.asarray(data.labels)
+    present = np.flatnonzero(data.counts() > 0)
+    if len(present) < min_classes:
+        raise DataError(f"{data.name}: {len(present)} classes, a client needs {min_classes}")
+    rng = np.random.default_rng([seed, 0xD1])
+    order = np.lexsort((rng.random(len(labels)), labels))
+    start = np.concatenate([[0], np.cumsum(data.counts())])
+    used = np.zeros(data.num_classes, dtype=np.int64)  # images taken from each class so far
+
+    def client(cid: int) -> ClientPlan | None:
+        n_img = size
+        if quantity_skew > 0:
+            n_img = max(2 * min_classes, int(round(size * np.exp(quantity_skew * rng.standard_normal()
+                                                                  - quantity_skew ** 2 / 2))))
+        for _ in range(1000):
+            counts = np.zeros(data.num_classes, dtype=np.int64)
+            counts[present] = rng.multinomial(n_img, rng.dirichlet(np.full(len(present), alpha)))
+            counts[counts < 2] = 0
+            if (counts > 0).sum() >= min_classes:
+                break
+        else:
+            raise DataError(f"{data.name}: with dirichlet_alpha = {alpha} and {n_img} images a client almost never "
+                            f"draws {min_classes} classes of >= 2 images: raise dirichlet_alpha or the client size")
+        classes = np.flatnonzero(counts)
+        need = counts[classes] + extra
+        if np.any(used[classes] + need > data.counts()[classes]):
+            return None
+        blocks = [order[start[c] + used[c]: start[c] + used[c] + k] for c, k in zip(classes, need)]
+        used[classes] += need
+        local = np.arange(len(classes), dtype=np.int64)
+        q = ([b[counts[c]:] for b, c in zip(blocks, classes)] if pick is None
+             else [pick(cid, int(c)) for c in classes])
+        return ClientPlan(client_id=cid, classes=classes.astype(np.int64),
+                          support_idx=np.concatenate([b[:counts[c]] for b, c in zip(blocks, classes)]),
+                          support_y=np.repeat(local, counts[classes]), query_idx=np.concatenate(q).astype(np.int64),
+                          query_y=np.repeat(local, [len(x) for x in q]).astype(np.int64))
+
+    plans = []
+    for cid in range(num_clients + held_out):
+        p = client(cid)
+        if p is None:
+            if cid >= num_clients and held_out_upto:
+                break
+            who = "training clients" if cid < num_clients else "new users"
+            raise DataError(f"{data.name}: the images ran out at client {cid} ({who}) of a Dirichlet partition of "
+                            f"{num_clients} clients x ~{size} support images{'' if pick else f' + {queries} queries per class'}: "
+                            f"use fewer clients, shots or queries{', or new_users = 0' if cid >= num_clients else ''}")
+        plans.append(p)
+    return plans
+
+
 def natural_plan(data: ImageSet, shots: int, queries: int, seed: int, min_classes: int = 2) -> list[ClientPlan]:
     """Plans for ``partition_natural`` (same arguments)."""
     _require(1, shots=shots, min_classes=min_classes)
