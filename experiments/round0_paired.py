@@ -7,7 +7,9 @@ minus its own accuracy in round 0 (same client, same query images), as the mean 
 standard error (std / sqrt(clients)) and t = mean / SE, with how many clients went down / stayed / went
 up, and the change of the mean evaluation loss. Training clients and new users (who never train) are
 reported apart. A mean difference within about 2 SE of zero is what query noise alone gives; README's
-stability notes quote this script.
+stability notes quote this script. With several runs (seeds) it ends with the pooled view: per run the
+last - round 0 mean (its mean +- SE over runs, how many runs end at or above round 0), and every
+training client of every run as one paired sample.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def paired(first: dict, last: dict, parts: list[str]) -> str:
 
 
 def main(dirs: list[str]) -> None:
+    per_run, per_client = [], []
     for run in dirs:
         rows = read_rounds(run)
         cfg = json.loads((Path(run) / "config.json").read_text())
@@ -40,8 +43,17 @@ def main(dirs: list[str]) -> None:
         new = [p for p in parts if int(p) >= cfg["num_clients"]]
         print(f"{Path(run).name}: round 0 -> {rows[-1]['round']}")
         print(f"  training clients {paired(first, last, train)}")
+        d = [100 * (last[p]["accuracy"] - first[p]["accuracy"]) for p in train]
+        per_client += d
+        per_run.append(100 * (rows[-1]["acc_mean"] - rows[0]["acc_mean"]))
         if new:
             print(f"  new users        {paired(first, last, new)}")
+    if len(per_run) > 1:
+        r, c = np.array(per_run), np.array(per_client)
+        se_r, se_c = r.std(ddof=1) / np.sqrt(len(r)), c.std(ddof=1) / np.sqrt(len(c))
+        print(f"pooled over {len(r)} runs: last - round 0 = {r.mean():+.2f} +- {se_r:.2f} points (mean +- SE over "
+              f"runs, t = {r.mean() / se_r:+.1f}); runs at or above round 0: {int((r >= -1e-9).sum())} of {len(r)}; "
+              f"all {len(c)} training clients: {c.mean():+.2f} +- {se_c:.2f} (t = {c.mean() / se_c:+.1f})")
 
 
 if __name__ == "__main__":
