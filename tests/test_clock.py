@@ -112,7 +112,8 @@ def test_same_options_same_clock_and_a_client_offline_mid_round_is_counted(tmp_p
     # first 0.5 simulated seconds, so it goes offline before its reply (~0.8 s: 84 kB up at 1 Mbit/s)
     victim = ClientSampler(2, 6).train(1, 4)[0]
     rows = [f"{p},{1 + p / 2},10,1,20,{'0-0.5' if p == victim else ''}" for p in range(7)]
-    over = dict(devices=_trace(tmp_path, rows), num_clients=6, over_select=2, clients_per_round=2, rounds=2, seed=2)
+    over = dict(devices=_trace(tmp_path, rows), num_clients=6, over_select=2, clients_per_round=2, rounds=2, seed=2,
+                eval_clients=1)
     a = _cfg(tmp_path, name="a", **over)
     summary, _ = _run(a)
     _run({**a, "name": "b"})
