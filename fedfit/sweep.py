@@ -198,13 +198,20 @@ def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
             "s_per_round": float(np.median([x["seconds"] for x in trained])) if trained else None,
             "shared": runs[0]["summary"].get("shared_parameters", runs[0]["cfg"].get("state_size")),
             "personal": runs[0]["summary"].get("personal_parameters"),
+            "eps": _mean_of(last, "dp_epsilon"), "eps_sampled": _mean_of(last, "dp_epsilon_sampled"),
         })
     return rows
 
 
+def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
+    vals = [x[key] for x in records if x.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The ``aggregate`` rows as a Markdown table: parameter counts (numbers), accuracies in percent
-    ('n/a' when missing), bytes in decimal units, seconds per training round (median) and per run."""
+    ('n/a' when missing), bytes in decimal units, seconds per training round (median) and per run; with
+    DP runs, both epsilons after the last round (mean over seeds)."""
     header = ["run", "seeds", "shared params", "personal / client", "round 0 acc (%)", "final acc (%)",
               "± std over seeds", "new users: round 0 (%)", "new users: final (%)", "global acc (%)",
               "uplink / client-round", "downlink / client-round", "total training bytes", "s / round", "s / run"]
@@ -215,6 +222,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
               *(fmt.pct(r[k], "n/a") for k in accs), *(fmt.human_bytes(r[k]) for k in sizes),
               "n/a" if r.get("s_per_round") is None else f"{r['s_per_round']:.1f}", f"{r['seconds']:.0f}"]
              for r in rows]
+    if any(r.get("eps") is not None for r in rows):  # DP runs: both epsilons at the run's delta
+        header += ["epsilon (no amplification)", "epsilon (k of n sampled)"]
+        for c, r in zip(cells, rows):
+            c += ["n/a" if r.get(k) is None else f"{r[k]:.3g}" for k in ("eps", "eps_sampled")]
     if all(r.get("personal") is None for r in rows):  # not recorded by any run: no column of n/a
         header.pop(3)
         cells = [c[:3] + c[4:] for c in cells]

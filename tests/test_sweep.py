@@ -54,6 +54,9 @@ def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
     assert row["acc"] == pytest.approx(0.7) and row["up_per_client_round"] == 100
     assert row["s_per_round"] == pytest.approx(3.0) and row["shared"] == 20544
     assert "| method=fit | 3 | 20,544 | 0 |" in markdown_table([row]) and "| 3.0 |" in markdown_table([row])
+    assert "epsilon" not in markdown_table([row])  # no DP run: no epsilon columns
+    dp_row = {**row, "eps": 11.06, "eps_sampled": 4.2}
+    assert markdown_table([dp_row]).splitlines()[2].endswith("| 11.1 | 4.2 |")
 
 
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
