@@ -100,7 +100,7 @@ def _bench(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     try:
         report = run_bench(cfg, out=args.out, rounds=args.rounds, ray=not args.no_ray, clients=args.clients,
-                           keep_run=args.keep_run, verbose=args.verbose)
+                           keep_run=args.keep_run, verbose=args.verbose, peers=not args.no_peers)
     except FederationError as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 4
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=int, default=3, help="federated rounds to time (default 3; round 0 not counted)")
     b.add_argument("--clients", type=int, default=3, help="clients timed through ClientWork (default 3)")
     b.add_argument("--no-ray", action="store_true", help="skip the Ray start-up measurement (recorded as null)")
+    b.add_argument("--no-peers", action="store_true",
+                   help="skip the same federation on Flower's engine (pool_vs_flower_engine recorded as null)")
     b.add_argument("--keep-run", action="store_true",
                    help="keep the federation's run directory (a new folder next to --out); default: a temporary one")
     b.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")

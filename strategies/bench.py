@@ -205,7 +205,7 @@ def federation(cfg: dict[str, Any], since: int, verbose: bool = False) -> dict[s
 # --- the whole bench ---------------------------------------------------------------------------
 
 def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int | None = 3, ray: bool = True,
-              clients: int = 3, keep_run: bool = False, verbose: bool = False,
+              clients: int = 3, keep_run: bool = False, verbose: bool = False, peers: bool = True,
               progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure ``cfg`` on this machine (module docstring), write the report to ``out`` (JSON) and
     return it. Raises what ``preflight`` raises before any work; ``FederationError`` when the run fails."""
@@ -238,7 +238,9 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
     report: dict[str, Any] = {"bench_format": FORMAT, "started": started, "device": core.device_name(device),
                               "torch_device": device, "machine": machine,
                               "threads_per_client": core.client_threads(cfg), "options": cfg}
-    phases = live.bar("fedfit bench: phases", total=5 if ray else 4)
+    flower_too = peers and ray and cfg["engine"] == "ray" and not cfg["ray_address"]
+    sampling = True
+    phases = live.bar("fedfit bench: phases", total=(5 if ray else 4) + flower_too)
     try:
         sampler.start()
         torch.set_num_threads(core.client_threads(cfg))
@@ -267,9 +269,19 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
         sampler.phase("federation")
         report["federation"] = federation(cfg, sampler.since, verbose=verbose)
         phases.advance()
+        report["flower_engine"] = None
+        if flower_too:  # the same configuration on Flower's own simulation engine, right after (its memory
+            # is not part of fedfit's peak: the sampler pauses)
+            progress(f"fedfit bench: (e) the same federation on Flower's simulation engine, {cfg['rounds']} rounds")
+            sampler.stop()
+            sampling = False
+            report["flower_engine"] = federation({**cfg, "engine": "flower", "name": "bench-flower"}, sampler.since,
+                                                 verbose=verbose)
+            phases.advance()
     finally:
         phases.close()
-        sampler.stop()
+        if sampling:
+            sampler.stop()
         torch.set_num_threads(threads_before)
         if not keep_run:
             shutil.rmtree(run_root, ignore_errors=True)
@@ -278,7 +290,11 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
     report["seconds"] = time.perf_counter() - t0
     report["run_dir"] = str(run_root / "bench") if keep_run else None
     fed = report["federation"]
+    peer = report["flower_engine"]
     report.update(
+        # > 1: fedfit's pool is faster than Flower's engine (median seconds per training round, same options)
+        pool_vs_flower_engine=(peer["seconds_median"] / fed["seconds_median"]
+                               if peer and peer.get("seconds_median") and fed.get("seconds_median") else None),
         train_vs_bare=report["paired"]["train_vs_bare"],
         round_vs_compute=fed["round_vs_compute"], wire_vs_payload=fed["wire"]["wire_vs_payload"],
         wire_vs_payload_up=fed["wire"]["wire_vs_payload_up"], wire_vs_payload_down=fed["wire"]["wire_vs_payload_down"],
@@ -297,7 +313,8 @@ def run_bench(cfg: dict[str, Any], out: str | Path = "bench.json", rounds: int |
 
 def _ordered(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures first, then the raw numbers."""
-    head = ("bench_format", "started", "device", "train_vs_bare", "round_vs_compute", "wire_vs_payload",
+    head = ("bench_format", "started", "device", "train_vs_bare", "round_vs_compute", "pool_vs_flower_engine",
+            "wire_vs_payload",
             "wire_vs_payload_up", "wire_vs_payload_down", "peak_pss_bytes", "ray_startup_s", "targets")
     return {**{k: report[k] for k in head if k in report}, **{k: v for k, v in report.items() if k not in head}}
 
@@ -341,6 +358,11 @@ def format_table(r: dict[str, Any]) -> str:
          " / ".join(human_bytes(split.get(k, 0)) for k in memory.ROLES), "", "", ""),
         ("Ray start-up (ray.init + actor pool ready)", _num(r["ray_startup_s"]), "s", "", ""),
     ]
+    peer = r.get("flower_engine")
+    if peer:
+        rows.append(("pool_vs_flower_engine (Flower's engine s/round / the pool's)",
+                     _num(r["pool_vs_flower_engine"]), "ratio", "> 1: pool faster", ""))
+        rows.append(("  Flower's engine: s / round (median)", _num(peer.get("seconds_median")), "s", "", ""))
     if rs and rs.get("ray_init_s") is not None:
         rows.append((f"  ray.init / {rs['actors']} actors answered",
                      f"{rs['ray_init_s']:.3g} / {rs['pool_ready_s']:.3g}", "s", "", ""))

@@ -101,6 +101,7 @@ def test_a_small_bench_reports_every_figure(tmp_path, capsys):
     assert 1.0 < r["wire_vs_payload"] < 1.2  # one packed fp32 array each way: framing only
     assert r["peak_pss_bytes"] > 100e6 and r["memory"]["split_at_peak_bytes"]["driver"] > 100e6
     assert r["ray_startup_s"] is None and r["ray_startup"] is None  # --no-ray
+    assert r["pool_vs_flower_engine"] is None and r["flower_engine"] is None  # no pool to compare
     assert r["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # engine = inline: any visible GPU
     m = r["machine"]
     assert m["cpu_count"] >= 1 and m["torch_threads_default"] >= 1 and m["torch"] and m["flwr"] and m["ray"]
