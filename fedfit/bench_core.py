@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -174,8 +174,38 @@ def _bare_throughput(cfg: dict[str, Any], device: str | None = None, repeats: in
         out[f"{name}_images_per_s"] = statistics.median(runs)
         out[f"{name}_runs_images_per_s"] = runs
         out[f"{name}_iterations_per_run"] = iterations
+        flops = step_flops(step)
+        out[f"{name}_flops_per_image"] = flops / batch
     model.eval()
+    limit = matmul_flops_per_s(dev)
+    out["matmul_gflops_per_s"] = limit / 1e9
+    for name in ("forward", "forward_backward"):  # the achieved FLOP rate as a share of dense matmul's
+        out[f"{name}_fraction_of_matmul"] = out[f"{name}_images_per_s"] * out[f"{name}_flops_per_image"] / limit
     return out
+
+
+def step_flops(step: Callable[[], None]) -> float:
+    """FLOPs of one call of ``step`` by torch's own counter (``torch.utils.flop_counter``: convolutions,
+    matmuls and their backward; element-wise work is not counted, so this is a lower bound)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def matmul_flops_per_s(device: torch.device, n: int = 1024, seconds: float = 0.5, repeats: int = 3) -> float:
+    """The machine's dense float32 matmul rate in this thread's torch threads (n x n by n x n, 2 n^3
+    FLOPs each; the median of ``repeats`` runs of about ``seconds``): the limit the bench compares to."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def mm() -> None:
+        a @ b
+
+    per = _timed(mm, device, 2) / 2
+    k = max(1, math.ceil(seconds / max(per, 1e-6)))
+    return statistics.median(2 * n ** 3 * k / _timed(mm, device, k) for _ in range(repeats))
 
 
 # --- (b) the clients' own code ------------------------------------------------------------------

@@ -338,6 +338,9 @@ def format_table(r: dict[str, Any]) -> str:
     rows = [
         ("bare forward", _num(bare["forward_images_per_s"], ".1f"), "images/s", "", ""),
         ("bare forward+backward", _num(bare["forward_backward_images_per_s"], ".1f"), "images/s", "", ""),
+        ("  as a share of dense matmul's FLOP rate (fwd / fwd+bwd)",
+         f"{_num(bare['forward_fraction_of_matmul'], '.3f')} / {_num(bare['forward_backward_fraction_of_matmul'], '.3f')}",
+         f"of {_num(bare['matmul_gflops_per_s'], '.1f')} GFLOP/s", "", ""),
         ("client training (ClientWork.train)", _num(cl["train_images_per_s"], ".1f"), "images/s", "", ""),
         ("client evaluation (ClientWork.evaluate)", _num(cl["eval_images_per_s"], ".1f"), "images/s", "", ""),
         ("train_vs_bare (median of paired runs)", _num(r["train_vs_bare"]), "ratio", *verdict("train_vs_bare")),

@@ -110,6 +110,10 @@ def test_a_small_bench_reports_every_figure(tmp_path, capsys):
     bare, cl, fed = r["bare"], r["clients"], r["federation"]
     assert bare["batch_images"] == 5 * 5 and bare["threads"] == 1 and bare["trainable_parameters"] == 20544
     assert _finite_positive(bare["forward_images_per_s"]) and _finite_positive(bare["forward_backward_images_per_s"])
+    # FLOPs by torch's counter: the backbone is frozen, so the backward computes input gradients only
+    # (no weight gradients): about one more forward; both below the matmul limit
+    assert 1.5 < bare["forward_backward_flops_per_image"] / bare["forward_flops_per_image"] < 3.5
+    assert 0 < bare["forward_fraction_of_matmul"] < 1 and _finite_positive(bare["matmul_gflops_per_s"])
     assert cl["clients"] == 2 and cl["train_images"] == 2 * 3 * 25 and _finite_positive(cl["eval_images_per_s"])
     assert r["clock_calibration"] == {"image_size": 32, "train_s_per_image": pytest.approx(1 / cl["train_images_per_s"])}
     paired = r["paired"]
