@@ -224,6 +224,8 @@ def validate(cfg: Options) -> None:
              f"dp needs an aggregated method: {cfg['method']} aggregates no client updates")
         need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
         need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")
+        need(cfg["over_select"] == 0, "dp adds noise for exactly clients_per_round clients and Flower's accountant "
+                                      "needs that many sampled: set over_select = 0")
 
 
 def _is_number(s: str) -> bool:

@@ -98,6 +98,8 @@ def test_a_bad_trace_or_over_selection_stops_before_any_work(tmp_path):
 
     with pytest.raises(ConfigError, match="over_select = 3 samples"):
         load_config(overrides={"num_clients": 4, "clients_per_round": 2, "over_select": 3})
+    with pytest.raises(ConfigError, match="set over_select = 0"):
+        load_config(overrides={"dp": "server", "over_select": 1})
     with pytest.raises(ConfigError, match="devices = 'phones' is unknown"):
         load_config(overrides={"devices": "phones"})
     cfg = _cfg(tmp_path, name="t", devices=_trace(tmp_path, ["0,1,10,1,20,"]))
