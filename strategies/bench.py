@@ -361,14 +361,14 @@ def format_table(r: dict[str, Any]) -> str:
          " / ".join(human_bytes(split.get(k, 0)) for k in memory.ROLES), "", "", ""),
         ("Ray start-up (ray.init + actor pool ready)", _num(r["ray_startup_s"]), "s", "", ""),
     ]
+    if rs and rs.get("ray_init_s") is not None:
+        rows.append((f"  ray.init / {rs['actors']} actors answered",
+                     f"{rs['ray_init_s']:.3g} / {rs['pool_ready_s']:.3g}", "s", "", ""))
     peer = r.get("flower_engine")
     if peer:
         rows.append(("pool_vs_flower_engine (Flower's engine s/round / the pool's)",
                      _num(r["pool_vs_flower_engine"]), "ratio", "> 1: pool faster", ""))
         rows.append(("  Flower's engine: s / round (median)", _num(peer.get("seconds_median")), "s", "", ""))
-    if rs and rs.get("ray_init_s") is not None:
-        rows.append((f"  ray.init / {rs['actors']} actors answered",
-                     f"{rs['ray_init_s']:.3g} / {rs['pool_ready_s']:.3g}", "s", "", ""))
     load = r["machine"].get("loadavg") or [float("nan")]
     load_end = r["machine"].get("loadavg_end") or [float("nan")]
     head = (f"fedfit bench on {r['device']}: {r['options']['dataset']} at {r['options']['image_size']} px, "
