@@ -43,7 +43,6 @@ import numpy as np
 
 from fedfit import seeding
 
-DAY_S = 86400.0
 # fedfit bench on the reference machine (2-core x86 CPU, torch 2.14.1, 2 threads), efficientnet_lite0 + FiLM
 # at 96 px: ClientWork.train 77.5 images/s (forward + backward); scaled by pixels for other sizes
 REFERENCE_TRAIN_S_PER_IMAGE = 1 / 77.5

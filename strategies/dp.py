@@ -86,7 +86,7 @@ class Ledger:
     """Counts the private releases (aggregated DP rounds) and gives both epsilons at the run's delta:
     ``epsilon()`` without amplification (Flower's accountant for fixed clipping; for adaptive clipping
     the same model, by this class) and ``epsilon_sampled()`` with fixed-size
-    sampling without replacement (module docstring). ``releases`` is all its state (checkpointed)."""
+    sampling without replacement (module docstring). ``releases`` and ``seen`` are its state (checkpointed)."""
 
     def __init__(self, cfg: dict[str, Any], releases: int = 0):
         self.cfg, self.releases = cfg, int(releases)
@@ -101,7 +101,7 @@ class Ledger:
         elif aggregated:
             self.releases += 1
 
-    def _epsilon(self, strategy: Strategy, sampled: bool) -> float | None:
+    def _epsilon(self, sampled: bool) -> float:
         from flwr.serverapp import GaussianPrivacyEvent, RdpAccountant
 
         z = float(self.cfg["dp_noise"])  # adaptive: update + count noise together (module docstring)
@@ -121,9 +121,9 @@ class Ledger:
         if self.cfg["dp"] == "none":
             return None
         flower = epsilon(strategy)
-        return flower if flower is not None else self._epsilon(strategy, sampled=False)
+        return flower if flower is not None else self._epsilon(sampled=False)
 
     def epsilon_sampled(self, strategy: Strategy) -> float | None:
         if self.cfg["dp"] == "none" or not sampled_is_uniform(self.cfg):
             return None
-        return self._epsilon(strategy, sampled=True)
+        return self._epsilon(sampled=True)

@@ -154,12 +154,14 @@ class Federation:
         pool = None
         if self.clock is not None:  # only clients online at the round's start can be sampled
             everyone = list(range(cfg["num_clients"]))
-            if not self.clock.online(everyone) and not self.clock.wait_for_online(everyone):
+            pool = self.clock.online(everyone)
+            if not pool and self.clock.wait_for_online(everyone):  # nobody online now: wait for the first
+                pool = self.clock.online(everyone)
+            if not pool:
                 rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "skipped",
                                      "reason": "no training client is ever online again"})
                 rnd.clock = {"sim_seconds": 0.0, "online": 0}
                 return 0, None
-            pool = self.clock.online(everyone)
             rnd.clock["online"] = len(pool)
         partitions = self.sampler.train(server_round, k + cfg["over_select"], pool)
         rnd.trained = partitions
