@@ -137,12 +137,13 @@ def measure(engine: str, size: str, rounds: int, seed: int) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: per size and engine, medians over repeats; fedfit's ratio to each peer (> 1: fedfit faster)."""
+    """Markdown: per size and engine, medians over repeats; fedfit's ratio to each peer (> 1: fedfit faster),
+    of the medians and per repeat (the k-th run of each engine, run next to each other)."""
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
 
     lines = ["| workload | engine | runs | s / round (median) | start-up (s) | peak PSS | round 0 acc (%) | "
-             "final acc (%) | new users final (%) | fedfit's speed-up (s / round) |",
+             "final acc (%) | new users final (%) | fedfit's speed-up: peer's s / round over fedfit's |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for size in SIZES:
         rows = {e: [r for r in results if r["size"] == size and r["engine"] == e] for e in ENGINES}
@@ -154,7 +155,9 @@ def table(results: list[dict]) -> str:
             if not rs:
                 continue
             spr = med(rs, "seconds_per_round")
-            ratio = "1 (itself)" if e == "fedfit" else f"**{spr / ours:.2f}x**"
+            pairs = [r["seconds_per_round"] / f["seconds_per_round"] for r, f in zip(rs, rows["fedfit"])]
+            ratio = "1 (itself)" if e == "fedfit" else (f"**{spr / ours:.2f}x** (per repeat: "
+                                                        + ", ".join(f"{x:.2f}" for x in pairs) + ")")
             accs = ", ".join(f"{100 * r['acc']:.1f}" for r in rs)
             lines.append(f"| {size} ({rs[0]['rounds']} rounds) | {e} | {len(rs)} | {spr:.2f} | {med(rs, 'startup_s'):.1f} | "
                          f"{human_bytes(med(rs, 'peak_pss_bytes'))} | {100 * med(rs, 'acc_round0'):.1f} | {accs} | "
