@@ -8,9 +8,9 @@ core (pfl's design: each worker keeps one model and trains its share of the coho
 The workload is fedfit's, not a re-implementation of it: the same options file (fedfit's option names),
 the same clients' images (``fedfit.federated.client_data``: the same partition, support and query sets),
 the same model (``fedfit.federated.shared_model``: frozen Lite0 + FiLM + ProtoNets on unit features),
-the same episodes (``fedfit.episodes.split_episode``: a fresh context / target split per step), the same
-clients per round (``strategies.sampling.ClientSampler``: fedfit's seeded sample) and the same evaluated
-clients. What pfl does is everything a simulator does: the users' datasets (``FederatedDataset`` with
+the same episodes (``fedfit.episodes.split_episode``, a fresh context / target split per step, drawn from
+fedfit's own stream for that round and client), the same clients per round
+(``strategies.sampling.ClientSampler``: fedfit's seeded sample) and the same evaluated clients. What pfl does is everything a simulator does: the users' datasets (``FederatedDataset`` with
 per-user weights, so each worker gets a load-balanced share), local training (``PyTorchModel``'s loop:
 Adam, ``local_num_epochs`` full-batch steps), the model differences, their sum over workers
 (``torch.distributed`` gloo all-reduce) and FedAvg's update (``FederatedAveraging``, central SGD lr 1).
@@ -78,25 +78,27 @@ class FiTModule(torch.nn.Module):
         return {"accuracy": Weighted(correct, int(is_query.sum()))}
 
 
-def user_dataset(cfg: dict, model: FiTModule, pid: int, seed: int | None = None) -> Dataset:
-    """Client ``pid``'s pfl dataset: its support and query images, preprocessed once when loaded."""
+def user_dataset(cfg: dict, model: FiTModule, pid: int, server_round: int = 0) -> Dataset:
+    """Client ``pid``'s pfl dataset: its support and query images, preprocessed once when loaded; its
+    episodes drawn from fedfit's own stream for (round, client), ``derive(seed, "train", round, pid)``, so
+    pfl's client draws the very episodes fedfit's client draws in that round."""
     d = client_data(cfg, pid)
     x = model.model.backbone.preprocess(np.concatenate([d.support_x, d.query_x]))
     y = torch.as_tensor(np.concatenate([d.support_y, d.query_y]), dtype=torch.long)
     q = torch.zeros(len(y), dtype=torch.bool)
     q[len(d.support_y):] = True
-    rng = np.random.default_rng(seed if seed is not None else seeding.derive(cfg["seed"], "pfl", pid))
-    return Dataset(raw_data=[x, y, q], user_id=str(pid), train_kwargs={"rng": rng})
+    rng = np.random.default_rng(seeding.derive(cfg["seed"], "train", server_round, pid))
+    return Dataset(raw_data=[x, y, q], user_id=f"{server_round}:{pid}", train_kwargs={"rng": rng})
 
 
 class RoundSampler:
-    """pfl's ``user_sampler``: fedfit's seeded training sample of round 1, 2, ... in order (one user id per
-    call), so pfl trains the very clients fedfit trains; cycles past the last round (pfl's sampling process
-    caches ahead)."""
+    """pfl's ``user_sampler``: fedfit's seeded training sample of round 1, 2, ... in order, one user id
+    ``"round:pid"`` per call, so pfl trains the very clients fedfit trains, with that round's episodes;
+    cycles past the last round (pfl's sampling process caches ahead)."""
 
     def __init__(self, cfg: dict):
         s = ClientSampler(cfg["seed"], cfg["num_clients"])
-        self.ids = [p for r in range(1, cfg["rounds"] + 1) for p in s.train(r, cfg["clients_per_round"])]
+        self.ids = [f"{r}:{p}" for r in range(1, cfg["rounds"] + 1) for p in s.train(r, cfg["clients_per_round"])]
         self.i = 0
 
     def __call__(self):
@@ -158,9 +160,14 @@ def main(options_path: str, result_path: str) -> None:
     module = FiTModule(cfg)
     model = PyTorchModel(module, local_optimizer_create=torch.optim.Adam,
                          central_optimizer=torch.optim.SGD(module.model.trainable_parameters(), lr=1.0))
-    sizes = {pid: len(client_data(cfg, pid).support_y) for pid in range(cfg["num_clients"])}
-    train = FederatedDataset(lambda pid: user_dataset(cfg, module, pid), RoundSampler(cfg),
-                             user_id_to_weight=sizes)
+    sampler = RoundSampler(cfg)
+    sizes = {u: len(client_data(cfg, int(u.split(":")[1])).support_y) for u in set(sampler.ids)}
+
+    def load(user: str) -> Dataset:
+        r, pid = user.split(":")
+        return user_dataset(cfg, module, int(pid), int(r))
+
+    train = FederatedDataset(load, sampler, user_id_to_weight=sizes)
     backend = SimulatedBackend(training_data=train, val_data=None)
     record: dict = {"round_seconds": [], "workers": get_ops().distributed.world_size,
                     "threads_per_worker": torch.get_num_threads()}
