@@ -65,10 +65,10 @@ def main() -> None:
     params = [p for p in model.adapter.parameters() if p.requires_grad]
     embed = model.embed
 
-    def fwd(x, ctx=torch.no_grad):
+    def fwd(x, ctx=torch.no_grad, f=embed):
         def step():
             with ctx():
-                embed(x)
+                f(x)
         return step
 
     def fwdbwd(x, f=None):
@@ -110,7 +110,7 @@ def main() -> None:
         results.setdefault(("NCHW input", "forward_backward"), []).append(timed(fwdbwd(x25.contiguous())))
         if compiled is not None:
             model.eval()
-            results.setdefault(("compiled", "forward"), []).append(timed(lambda: _nograd(compiled, x75)))
+            results.setdefault(("compiled", "forward"), []).append(timed(fwd(x75, f=compiled)))
             model.train()
             results.setdefault(("compiled", "forward_backward"), []).append(timed(fwdbwd(x25, compiled)))
         model.eval()
@@ -124,11 +124,6 @@ def main() -> None:
         ips = statistics.median(runs) * images[work]
         ref = base.get(work) or statistics.median(results[("as is", "eval10_per_client")]) * 750
         print(f"| {name} | {work} | {ips:.1f} | {ips / ref:.3f} |")
-
-
-def _nograd(f, x):
-    with torch.no_grad():
-        return f(x)
 
 
 if __name__ == "__main__":

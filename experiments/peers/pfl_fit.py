@@ -44,7 +44,7 @@ from pfl.model.pytorch import PyTorchModel
 from fedfit import seeding
 from fedfit.config import eval_clients, load_config, local_steps
 from fedfit.episodes import split_episode
-from fedfit.federated import client_data, num_partitions, shared_model
+from fedfit.federated import client_data, num_partitions, plans, shared_model
 from strategies.sampling import ClientSampler
 
 
@@ -161,7 +161,8 @@ def main(options_path: str, result_path: str) -> None:
     model = PyTorchModel(module, local_optimizer_create=torch.optim.Adam,
                          central_optimizer=torch.optim.SGD(module.model.trainable_parameters(), lr=1.0))
     sampler = RoundSampler(cfg)
-    sizes = {u: len(client_data(cfg, int(u.split(":")[1])).support_y) for u in set(sampler.ids)}
+    plan = plans(cfg)  # indices only: the users' weights without loading their images
+    sizes = {u: len(plan[int(u.split(":")[1])].support_y) for u in set(sampler.ids)}
 
     def load(user: str) -> Dataset:
         r, pid = user.split(":")

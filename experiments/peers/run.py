@@ -119,16 +119,15 @@ def measure(engine: str, size: str, rounds: int, seed: int) -> dict:
                              + (work / "log.txt").read_text()[-3000:])
         if engine == "pfl":
             r = json.loads((work / "result.json").read_text())
-            rounds_s = r["round_seconds"]
-            in_rounds = sum(rounds_s) + r["final"]["seconds"]
+            train_rounds = r["round_seconds"][:rounds - 1]  # training only (evaluation is timed apart)
+            in_rounds = sum(r["round_seconds"]) + r["final"]["seconds"]
             acc0, acc, new0, new = r["round0"]["acc"], r["final"]["acc"], r["round0"]["new_acc"], r["final"]["new_acc"]
         else:
             recs = [json.loads(line) for line in (work / "run" / "rounds.jsonl").read_text().splitlines()]
-            rounds_s = [x["seconds"] for x in recs[1:-1]] + [None]  # the last round also evaluates
+            train_rounds = [x["seconds"] for x in recs[1:-1]]  # the last round also evaluates
             in_rounds = sum(x["seconds"] for x in recs[1:])
             acc0, acc = recs[0]["acc_mean"], recs[-1]["acc_mean"]
             new0, new = recs[0]["new_acc_mean"], recs[-1]["new_acc_mean"]
-    train_rounds = [s for s in rounds_s[:rounds - 1] if s is not None]
     return {"engine": engine, "size": size, "rounds": rounds, "seed": seed, "wall_s": wall,
             "seconds_per_round": statistics.median(train_rounds), "round_seconds": train_rounds,
             "startup_s": wall - in_rounds, "peak_pss_bytes": sampler.peak.bytes,
