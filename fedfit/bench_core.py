@@ -275,18 +275,28 @@ def paired_train_vs_bare(cfg: dict[str, Any], pairs: int = 5, device: str | None
 
 # --- (c), (f) from rounds.jsonl -----------------------------------------------------------------
 
-def client_compute_seconds(record: dict[str, Any]) -> float:
-    """Sum over a round's clients of ``train_seconds`` + ``eval_seconds`` (its ``per_client``)."""
-    return float(sum(c.get("train_seconds", 0.0) + c.get("eval_seconds", 0.0)
-                     for c in (record.get("per_client") or {}).values()))
+def client_compute_seconds(record: dict[str, Any], train: bool = True, ahead: dict[str, Any] | None = None) -> float:
+    """Clients' compute in a round's wall time: the sum over its clients (``per_client``) of
+    ``eval_seconds``, plus ``train_seconds`` unless its training ran in the round before (``train``
+    False), plus those of ``ahead``: the next round's record, whose training ran together with this
+    round's evaluation (``overlap_eval``)."""
+    def total(rec: dict[str, Any], key: str) -> float:
+        return sum(c.get(key, 0.0) for c in (rec.get("per_client") or {}).values())
+
+    return float(total(record, "eval_seconds") + (total(record, "train_seconds") if train else 0.0)
+                 + (total(ahead, "train_seconds") if ahead is not None else 0.0))
 
 
-def round_efficiency(records: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    """Per round: wall ``seconds``, the clients' compute (``client_compute_seconds``), the ideal
+def round_efficiency(records: list[dict[str, Any]], workers: int, overlap: bool = False) -> dict[str, Any]:
+    """Per round: wall ``seconds``, the clients' compute in that time (``client_compute_seconds``; with
+    ``overlap`` an evaluated round's wall time holds the next round's training too), the ideal
     ``compute / workers`` and their ratio; ``round_vs_compute`` = median ratio over rounds >= 1."""
-    rows = []
-    for r in records:
-        compute = client_compute_seconds(r)
+    rows, trained_before = [], False
+    for i, r in enumerate(records):
+        evaluated = any("eval_seconds" in c for c in (r.get("per_client") or {}).values())
+        ahead = records[i + 1] if overlap and evaluated and i + 1 < len(records) else None
+        compute = client_compute_seconds(r, train=not trained_before, ahead=ahead)
+        trained_before = ahead is not None
         ideal = compute / max(1, workers)
         rows.append({"round": r["round"], "seconds": float(r["seconds"]), "client_compute_s": compute,
                      "ideal_s": ideal, "round_vs_compute": ratio(float(r["seconds"]), ideal)})

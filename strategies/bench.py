@@ -54,7 +54,8 @@ PSS_COUNTS = ("this process (driver) and every live descendant, plus every proce
 
 class _TimedGrid:
     """A Grid wrapper that records (start, end, messages, kind) of every ``send_and_receive``
-    (perf_counter seconds; kind: the first message's phase, as the meter names it)."""
+    (perf_counter seconds; kind: the messages' phases as the meter names them, "train+evaluate" for a
+    round's evaluation sent together with the next round's training)."""
 
     def __init__(self, grid):
         self._grid = grid
@@ -67,7 +68,7 @@ class _TimedGrid:
         from strategies.metering import MeteredGrid
 
         messages = list(messages)
-        kind = MeteredGrid._kind(messages[0]) if messages else "none"
+        kind = MeteredGrid.exchange_kind(messages)
         t0 = time.perf_counter()
         try:
             return list(self._grid.send_and_receive(messages, timeout=timeout))
@@ -186,7 +187,9 @@ def federation(cfg: dict[str, Any], since: int, verbose: bool = False) -> dict[s
     run_dir = Path(summary["run_dir"])
     records = read_rounds(run_dir)
     workers = seen.get("workers") or core.client_workers(cfg)
-    eff = core.round_efficiency(records, workers)
+    from strategies.loop import overlaps
+
+    eff = core.round_efficiency(records, workers, overlap=overlaps(cfg))
     if "grid" in seen and len(seen["ends"]) == len(eff["per_round"]):
         for row, split in zip(eff["per_round"], core.exchange_split(seen["ends"], seen["start"], seen["grid"].calls)):
             row.update(split)

@@ -146,7 +146,7 @@ class _ClientsBar:
         if not messages or not live.is_live():
             return self._grid.send_and_receive(messages, timeout=timeout)
         hook = hasattr(type(self._engine), "on_reply")
-        with live.bar(f"  {MeteredGrid._kind(messages[0])}: clients", total=len(messages)) as row:
+        with live.bar(f"  {MeteredGrid.exchange_kind(messages)}: clients", total=len(messages)) as row:
             if hook:
                 self._engine.on_reply = row.advance
             try:

@@ -54,10 +54,11 @@ class CodecGrid:
         return out
 
     # --- downlink -------------------------------------------------------------------------------
-    def _encode(self, messages: list[Message]) -> dict[int, np.ndarray | None]:
-        """Encode in place (each distinct content once); return node -> full-precision state sent."""
+    def _encode(self, messages: list[Message]) -> dict[tuple[int, str], np.ndarray | None]:
+        """Encode in place (each distinct content once); return (node, message type) -> full-precision
+        state sent."""
         done: dict[int, np.ndarray | None] = {}
-        sent: dict[int, np.ndarray | None] = {}
+        sent: dict[tuple[int, str], np.ndarray | None] = {}
         for m in messages:
             content = m.content
             if id(content) not in done:
@@ -70,7 +71,7 @@ class CodecGrid:
                 conf[wire.LAYOUT] = self.fingerprint
                 conf[wire.STATE_SIZE] = self.n
                 done[id(content)] = flat
-            sent[int(m.metadata.dst_node_id)] = done[id(content)]
+            sent[_key(m, "dst")] = done[id(content)]
         return sent
 
     # --- uplink ---------------------------------------------------------------------------------
@@ -115,32 +116,40 @@ class CodecGrid:
         return wire.arrays_record(wire.class_stats_of(rec, self.feature_dim, self.scatter, queries))
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Valid replies only. One exchange may send a node a training and an evaluation message (the next
+        round's training with this round's evaluation): replies are matched by (node, message type)."""
         messages = list(messages)
         sent = self._encode(messages)
-        phases = {int(m.metadata.dst_node_id): _phase(m) for m in messages}
-        global_eval = {int(m.metadata.dst_node_id): bool(wire.config_of(m).get(wire.GLOBAL_EVAL, False))
+        phases = {_key(m, "dst"): _phase(m) for m in messages}
+        global_eval = {_key(m, "dst"): bool(wire.config_of(m).get(wire.GLOBAL_EVAL, False))
                        for m in messages if m.has_content() and wire.CONFIG in m.content}
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         valid, answered = [], set()
         for r in replies:
-            node = int(r.metadata.src_node_id)
-            if node not in phases or node in answered:
+            key = _key(r, "src")
+            if key not in phases or key in answered:
                 continue  # not asked, or a second reply: ignored
-            answered.add(node)
-            phase = phases[node]
+            answered.add(key)
+            node, phase = key[0], phases[key]
             if r.has_error():
                 kind = "dropout" if r.error.code == wire.INJECTED else "error"
                 self._failures.append(Failure(node, phase, kind, r.error.reason or f"error code {r.error.code}"))
                 continue
             try:
-                valid.append(self._check(r, phase, sent.get(node), global_eval.get(node, False)))
+                valid.append(self._check(r, phase, sent.get(key), global_eval.get(key, False)))
             except (ValueError, KeyError, TypeError) as e:
                 self._failures.append(Failure(node, phase, "rejected", str(e)))
-        for node, phase in phases.items():
-            if node not in answered:
-                self._failures.append(Failure(node, phase, "timeout", f"no reply within {timeout:g} s"
+        for key, phase in phases.items():
+            if key not in answered:
+                self._failures.append(Failure(key[0], phase, "timeout", f"no reply within {timeout:g} s"
                                               if timeout is not None else "no reply"))
         return valid
+
+
+def _key(msg: Message, end: str) -> tuple[int, str]:
+    """(node, message type) of a message (``end`` = "dst") or of a reply (``end`` = "src")."""
+    node = msg.metadata.dst_node_id if end == "dst" else msg.metadata.src_node_id
+    return int(node), str(msg.metadata.message_type)
 
 
 def _phase(msg: Message) -> str:

@@ -29,6 +29,7 @@ After every round's results line the server writes its checkpoint (``strategies.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -80,6 +81,23 @@ class _Round:
                           for p in partitions]
 
 
+@dataclass
+class _Ahead:
+    """The next round's training, sent in the same exchange as this round's evaluation (``overlap_eval``):
+    both start from this round's state, so the actors that a round's few training clients leave idle
+    evaluate meanwhile. ``rnd``: the next round's collector; ``messages``: its training messages (empty
+    when it trains nobody); ``k``: replies it keeps; ``clock_now``: the simulated clock after its
+    sampling (put back until that round starts); ``replies`` / ``failures``: filled by the exchange."""
+
+    server_round: int
+    rnd: _Round
+    messages: list[Message]
+    k: int
+    clock_now: float | None
+    replies: list[Message] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
 class Federation:
     """One run's server side over ``grid``; ``run()`` returns the summary."""
 
@@ -116,6 +134,7 @@ class Federation:
         self.centralized = cfg["method"] == "centralized"
         self._central = None  # fedfit.centralized.CentralTrainer, made when first needed
         self.arrays = wire.state_record(self.setup.initial)
+        self.overlap = overlaps(cfg)
         self.ledger = dp.Ledger(cfg)  # private releases -> both epsilons
         self.ever = {wire.TRAIN: False, wire.EVALUATE: False}
 
@@ -149,6 +168,16 @@ class Federation:
 
     def train(self, server_round: int, rnd: _Round) -> tuple[int, float | None]:
         """One training exchange + aggregation; returns (clients used, mean training loss)."""
+        planned = self._train_messages(server_round, rnd)
+        if planned is None:
+            return 0, None
+        messages, k = planned
+        replies = self.grid.send_and_receive(messages, timeout=self.cfg["timeout_s"])
+        return self._aggregate(server_round, rnd, replies, self.grid.take_failures(), k)
+
+    def _train_messages(self, server_round: int, rnd: _Round) -> tuple[list[Message], int] | None:
+        """The round's training messages (sorted by partition) and how many replies it keeps; None when
+        it trains nobody (why is in ``rnd.failures``)."""
         cfg = self.cfg
         k = cfg["num_clients"] if self.local_only else cfg["clients_per_round"]  # local-only: everyone, once
         pool = None
@@ -161,13 +190,13 @@ class Federation:
                 rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "skipped",
                                      "reason": "no training client is ever online again"})
                 rnd.clock = {"sim_seconds": 0.0, "online": 0}
-                return 0, None
+                return None
             rnd.clock["online"] = len(pool)
         partitions = self.sampler.train(server_round, k + cfg["over_select"], pool)
         rnd.trained = partitions
         nodes = self._nodes(partitions, rnd, wire.TRAIN)
         if not nodes:
-            return 0, None
+            return None
         view = GridView(self.metered, sorted(nodes.values()))
         arrays = ArrayRecord() if self.local_only else self.arrays
         config = ConfigRecord({wire.PHASE: wire.TRAIN, wire.ROUND: server_round})
@@ -175,16 +204,21 @@ class Federation:
             messages = list(self.strategy.configure_train(server_round, arrays, config, view))
         except ValueError as e:  # DP accounting refuses a round with fewer clients than configured
             rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "skipped", "reason": str(e)})
-            return 0, None
+            return None
         by_node = self.directory.by_node
         messages.sort(key=lambda m: by_node[int(m.metadata.dst_node_id)])
-        replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
-        failures = self.grid.take_failures()
+        return messages, k
+
+    def _aggregate(self, server_round: int, rnd: _Round, replies: list[Message], failures: list[Failure],
+                   k: int) -> tuple[int, float | None]:
+        """The training replies (validated) into the new global state; returns (clients used, mean loss)."""
+        cfg = self.cfg
         rnd.fail(failures)
         self._give_up_if_nothing_works(wire.TRAIN, len(replies), failures)
+        by_node = self.directory.by_node
         replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
         if self.clock is not None:
-            replies = self._settle(replies, k, rnd)
+            replies = self._settle(server_round, replies, k, rnd)
         losses = []
         for r in replies:
             m = dict(r.content[wire.METRICS])
@@ -210,7 +244,24 @@ class Federation:
                     rnd.failures.append({"client": -1, "phase": wire.TRAIN, "kind": "aggregate", "reason": str(e)})
         return len(replies), (float(np.mean(losses)) if losses else None)
 
-    def _settle(self, replies: list[Message], k: int, rnd: _Round) -> list[Message]:
+    def _plan_ahead(self, server_round: int) -> _Ahead | None:
+        """Round ``server_round``'s training messages, to go out with the previous round's evaluation; None
+        where they may not (``overlap_eval = false``; the bounds; adapters with personal state, which a
+        client's evaluation writes and its next training reads), and the round trains after it."""
+        if not self.overlap:
+            return None
+        self.meter.round = server_round  # a refresh's hello messages belong to that round
+        self.directory.refresh(self.metered, timeout=self.cfg["timeout_s"])
+        rnd = _Round(self.directory)
+        before = self.clock.now if self.clock is not None else None
+        planned = self._train_messages(server_round, rnd)
+        ahead = _Ahead(server_round, rnd, *(planned or ([], 0)), clock_now=None)
+        if self.clock is not None:  # the sampling may have waited for a client: that round's time
+            ahead.clock_now, self.clock.now = self.clock.now, before
+        self.meter.round = server_round - 1
+        return ahead
+
+    def _settle(self, server_round: int, replies: list[Message], k: int, rnd: _Round) -> list[Message]:
         """The simulated clock's view of the exchange: each reply's finish time from its metered bytes and
         trained images; the replies the round keeps (the first ``k`` in time, within the deadline), the
         stragglers and the clients that went offline counted as failures (injected: the run goes on)."""
@@ -218,7 +269,7 @@ class Federation:
         down: dict[int, int] = {}
         up: dict[int, int] = {}
         for t in self.meter.peek():
-            if t.kind == wire.TRAIN:
+            if t.kind == wire.TRAIN and t.round == server_round:
                 side = down if t.direction == "down" else up
                 side[t.node_id] = side.get(t.node_id, 0) + t.wire
         work = {}
@@ -241,13 +292,18 @@ class Federation:
         keep = set(s.kept)
         return [r for r in replies if by_node[int(r.metadata.src_node_id)] in keep]
 
-    def evaluate(self, server_round: int, rnd: _Round) -> dict[str, Any]:
-        """Training clients (a seeded sample, ``eval_clients``) and every new user evaluate the global state."""
+    def evaluate(self, server_round: int, rnd: _Round, ahead: _Ahead | None = None) -> dict[str, Any]:
+        """Training clients (a seeded sample, ``eval_clients``) and every new user evaluate the global state.
+        ``ahead``: the next round's training messages, sent in the same exchange (both start from this
+        round's state); their replies and failures are kept in it for that round."""
         cfg = self.cfg
         n = cfg["num_clients"]
         partitions = self.sampler.evaluate(server_round, eval_clients(cfg)) + list(range(n, self.setup.partitions))
         nodes = self._nodes(partitions, rnd, wire.EVALUATE)
         if not nodes:
+            if ahead is not None and ahead.messages:
+                ahead.replies = self.grid.send_and_receive(ahead.messages, timeout=cfg["timeout_s"])
+                ahead.failures = self.grid.take_failures()
             return {"eval_clients": 0}
         global_eval = bool(cfg["global_eval"] and not self.local_only)
 
@@ -259,8 +315,14 @@ class Federation:
         trained, held_out = content(global_eval), content(False)
         messages = [Message(trained if p < n else held_out, dst_node_id=node, message_type=MessageType.EVALUATE)
                     for p, node in sorted(nodes.items())]
-        replies = self.grid.send_and_receive(messages, timeout=cfg["timeout_s"])
+        train = ahead.messages if ahead is not None else []
+        replies = self.grid.send_and_receive(train + messages, timeout=cfg["timeout_s"])
         failures = self.grid.take_failures()
+        if ahead is not None:  # the next round's: kept for it
+            ahead.replies = [r for r in replies if r.metadata.message_type == MessageType.TRAIN]
+            ahead.failures = [f for f in failures if f.phase == wire.TRAIN]
+            replies = [r for r in replies if r.metadata.message_type != MessageType.TRAIN]
+            failures = [f for f in failures if f.phase != wire.TRAIN]
         rnd.fail(failures)
         self._give_up_if_nothing_works(wire.EVALUATE, len(replies), failures)
         by_node = self.directory.by_node
@@ -420,20 +482,31 @@ class Federation:
         if done is not None:  # the hello of a resumed run is the resume's cost, not its next round's
             resume_setup = sum(t.wire for t in self.meter.take())
         cum_down, cum_up = getattr(self, "_cum", (0, 0))
+        ahead: _Ahead | None = None  # this round's training, already sent with the last round's evaluation
         for server_round in range(first, rounds + 1):
             t0 = time.perf_counter()
-            self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
-            rnd = _Round(self.directory)
+            self.meter.round = server_round
+            if ahead is None:
+                self.directory.refresh(self.metered, timeout=cfg["timeout_s"])
+                rnd = _Round(self.directory)
+            else:
+                rnd = ahead.rnd
+                if ahead.clock_now is not None:
+                    self.clock.now = ahead.clock_now
             upload = 0
             if server_round == 0:
                 clients, loss = 0, None
             elif self.centralized:
                 clients, loss, upload = self.train_central(server_round, rnd)
+            elif ahead is not None:
+                clients, loss = (self._aggregate(server_round, rnd, ahead.replies, ahead.failures, ahead.k)
+                                 if ahead.messages else (0, None))
             else:
                 clients, loss = self.train(server_round, rnd)
             due = server_round % cfg["eval_every"] == 0 or server_round == rounds
-            ev = self.evaluate(server_round, rnd) if due else {}
-            transfers = self.meter.take()
+            ahead = self._plan_ahead(server_round + 1) if due and server_round < rounds else None
+            ev = self.evaluate(server_round, rnd, ahead) if due else {}
+            transfers = self.meter.take(upto=server_round)
             if self.local_only:  # a local-only client talks to nobody: the simulator's control messages
                 transfers = [t for t in transfers if t.kind != wire.TRAIN]  # carry no state and are not traffic
             gone = rnd.clock.get("offline_nodes", ())
@@ -501,6 +574,18 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
                 + total(transfers, "up", "wire", (wire.HELLO,)))
 
 
+def overlaps(cfg: dict[str, Any]) -> bool:
+    """Whether a round's evaluation goes out with the next round's training (``overlap_eval``): not for
+    the bounds, nor for adapters with personal state (UpperCaSE's head, ICIIA's history), which a
+    client's evaluation writes and its next training reads."""
+    from fedfit.adapters import ADAPTERS
+    from fedfit.federated import adapter_name
+
+    adapter = ADAPTERS.get(adapter_name(cfg))
+    personal = adapter.keeps_personal or adapter.uses_history
+    return bool(cfg["overlap_eval"]) and cfg["method"] not in ("local-only", "centralized") and not personal
+
+
 def _ranges(ids: list[int]) -> str:
     """[0, 1, 2, 5] -> '0..2, 5'."""
     out, start = [], None
@@ -521,6 +606,7 @@ def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
     from fedfit.federated import splits
 
     out = {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg),
+           "overlap_eval_resolved": overlaps(cfg),
            "clock": {"train_s_per_image": train_s_per_image(cfg), "reference_image_size": REFERENCE_IMAGE_SIZE}}
     if cfg["method"] == "centralized":
         out.update(central_steps_resolved=central_steps(cfg), upload_encoding=UPLOAD_ENCODING)

@@ -57,25 +57,32 @@ def payload_bytes(msg: Message) -> int:
 
 @dataclass
 class Transfer:
-    """One metered message. direction: 'down' (server -> client) or 'up'; kind: train / evaluate / global."""
+    """One metered message. direction: 'down' (server -> client) or 'up'; kind: train / evaluate / global;
+    round: the server round the message belongs to (its config's "server-round", else the meter's
+    ``round`` when it was sent: hello messages)."""
 
     direction: str
     node_id: int
     kind: str
     wire: int
     payload: int
+    round: int = 0
 
 
 @dataclass
 class Meter:
-    """Accumulates ``Transfer``s; ``take()`` returns and clears them (one round at a time)."""
+    """Accumulates ``Transfer``s; ``take()`` returns and clears them (one round at a time). ``round``: the
+    round a message without a "server-round" in its config is counted in (the loop sets it)."""
 
     transfers: list[Transfer] = field(default_factory=list)
+    round: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, direction: str, msg: Message, kind: str, shared: dict | None = None) -> Transfer:
+    def add(self, direction: str, msg: Message, kind: str, shared: dict | None = None,
+            server_round: int | None = None) -> Transfer:
         node = msg.metadata.dst_node_id if direction == "down" else msg.metadata.src_node_id
-        t = Transfer(direction, int(node), kind, wire_bytes(msg, shared), payload_bytes(msg))
+        t = Transfer(direction, int(node), kind, wire_bytes(msg, shared), payload_bytes(msg),
+                     self.round if server_round is None else server_round)
         with self._lock:
             self.transfers.append(t)
         return t
@@ -85,9 +92,15 @@ class Meter:
         with self._lock:
             return list(self.transfers)
 
-    def take(self) -> list[Transfer]:
+    def take(self, upto: int | None = None) -> list[Transfer]:
+        """The transfers of rounds <= ``upto`` (None: all), removed from the meter; a later round's (the
+        next round's training, sent together with this round's evaluation) stay for that round."""
         with self._lock:
-            out, self.transfers = self.transfers, []
+            if upto is None:
+                out, self.transfers = self.transfers, []
+            else:
+                out = [t for t in self.transfers if t.round <= upto]
+                self.transfers = [t for t in self.transfers if t.round > upto]
         return out
 
 
@@ -98,7 +111,9 @@ def total(transfers: Iterable[Transfer], direction: str, field_: str = "wire", k
 class MeteredGrid:
     """Wraps a Flower ``Grid``: every message sent and every reply received is metered.
 
-    ``kind`` is taken from the message's ``config`` record ``phase`` when present, else its type."""
+    ``kind`` is taken from the message's ``config`` record ``phase`` when present, else its type; the
+    round from its config's "server-round". One exchange may send a node two messages of different
+    types (a training and an evaluation message): a reply is matched by (node, message type)."""
 
     def __init__(self, grid, meter: Meter | None = None):
         self._grid = grid
@@ -113,14 +128,26 @@ class MeteredGrid:
             return str(msg.content["config"]["phase"])
         return msg.metadata.message_type
 
+    @staticmethod
+    def _round(msg: Message) -> int | None:
+        if msg.has_content() and "config" in msg.content and "server-round" in msg.content["config"]:
+            return int(msg.content["config"]["server-round"])
+        return None
+
+    @staticmethod
+    def exchange_kind(messages: list[Message]) -> str:
+        """What an exchange carries: its messages' kinds in order of appearance, joined ("train+evaluate")."""
+        return "+".join(dict.fromkeys(MeteredGrid._kind(m) for m in messages)) or "none"
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        kinds, shared = {}, {}  # shared: one RecordDict sent to many clients is sized once
+        sent, shared = {}, {}  # shared: one RecordDict sent to many clients is sized once
         with no_object_id_recompute():  # ... and hashed once (Flower's own switch for this)
             for m in messages:
-                kinds[m.metadata.dst_node_id] = self._kind(m)
-                self.meter.add("down", m, kinds[m.metadata.dst_node_id], shared)
+                kind, rnd = sent[(m.metadata.dst_node_id, m.metadata.message_type)] = self._kind(m), self._round(m)
+                self.meter.add("down", m, kind, shared, server_round=rnd)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         for r in replies:
-            self.meter.add("up", r, kinds.get(r.metadata.src_node_id, r.metadata.message_type))
+            kind, rnd = sent.get((r.metadata.src_node_id, r.metadata.message_type), (r.metadata.message_type, None))
+            self.meter.add("up", r, kind, server_round=rnd)
         return replies

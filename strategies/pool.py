@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import uuid4
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.serde import context_from_proto, context_to_proto, message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Context as ProtoContext
@@ -75,29 +75,35 @@ def _cap_gpu_memory(fraction: float) -> None:
 
 
 class _Pending:
-    """Messages not yet handed to an actor, in order; ``take(i)`` gives actor ``i`` the first message
-    whose client it served before (``home(msg) == i``: its work and features are cached there), else
-    the first message. O(1) per message, so a round of many clients costs no quadratic scan."""
+    """Messages not yet handed to an actor. Those that ``first(msg)`` names go first (the pool: training
+    messages, so a round's evaluation sent with the next round's training fills the actors that the
+    few, long training clients leave idle); within each group ``take(i)`` gives actor ``i`` the first message whose client it served before
+    (``home(msg) == i``: its work and features are cached there), else the first message. O(1) per
+    message, so a round of many clients costs no quadratic scan."""
 
-    def __init__(self, messages: list[Message], home: Callable[[Message], int | None]):
-        self._order = deque(messages)
-        self._by_home: dict[int, deque] = {}
-        for m in messages:
-            h = home(m)
-            if h is not None:
-                self._by_home.setdefault(h, deque()).append(m)
+    def __init__(self, messages: list[Message], home: Callable[[Message], int | None],
+                 first: Callable[[Message], bool] = lambda m: False):
+        self._levels = []  # (order, by home) per group, ``first`` ones first
+        for group in ([m for m in messages if first(m)], [m for m in messages if not first(m)]):
+            by_home: dict[int, deque] = {}
+            for m in group:
+                h = home(m)
+                if h is not None:
+                    by_home.setdefault(h, deque()).append(m)
+            self._levels.append((deque(group), by_home))
         self._count, self._taken = len(messages), set()  # ids of the messages handed out
 
     def __len__(self) -> int:
         return self._count - len(self._taken)
 
     def take(self, i: int) -> Message:
-        for q in (self._by_home.get(i), self._order):
-            while q:
-                m = q.popleft()
-                if id(m) not in self._taken:
-                    self._taken.add(id(m))
-                    return m
+        for order, by_home in self._levels:
+            for q in (by_home.get(i), order):
+                while q:
+                    m = q.popleft()
+                    if id(m) not in self._taken:
+                        self._taken.add(id(m))
+                        return m
         raise IndexError("no message left")
 
 
@@ -184,7 +190,8 @@ class RayPoolGrid:
         if not self._ready:  # the actors' own start (process, imports) is not the clients' time
             self.wait_ready()
             self._ready = True
-        pending = _Pending(queue, lambda m: self._home.get(int(m.metadata.dst_node_id)))
+        pending = _Pending(queue, lambda m: self._home.get(int(m.metadata.dst_node_id)),
+                           first=lambda m: m.metadata.message_type == MessageType.TRAIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         free, running, replies = list(range(len(self.workers))), {}, []
         while pending or running:

@@ -123,7 +123,9 @@ def test_a_small_bench_reports_every_figure(tmp_path, capsys):
     one = fed["per_round"][1]
     assert one["round_vs_compute"] == pytest.approx(one["seconds"] / one["client_compute_s"])
     assert one["client_compute_s"] > 0 and one["engine_s"] > 0 and one["server_s"] >= 0
-    assert {"train", "evaluate"} <= set(one["engine_by_kind_s"])
+    # round 0's evaluation went out with round 1's training (overlap_eval); round 1 only evaluates
+    assert set(fed["per_round"][0]["engine_by_kind_s"]) == {"train+evaluate"}
+    assert set(one["engine_by_kind_s"]) == {"evaluate"}
     w = fed["wire"]
     assert w["bytes_up_payload"] == w["bytes_down_payload"] == 2 * 4 * 20544
     assert r["wire_vs_payload"] == max(w["bytes_up_wire"] / w["bytes_up_payload"],
@@ -164,3 +166,18 @@ def test_a_child_between_fork_and_exec_counts_from_its_next_sample():
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
+
+
+def test_round_efficiency_counts_the_training_where_it_ran():
+    from fedfit.bench_core import round_efficiency
+
+    def rec(r, train, ev):
+        return {"round": r, "seconds": 1.0, "per_client": {"0": {"train_seconds": train, "eval_seconds": ev}}}
+
+    records = [rec(0, 0.0, 1.0), rec(1, 4.0, 1.0), rec(2, 6.0, 1.0)]
+    seq = [x["client_compute_s"] for x in round_efficiency(records, 1)["per_round"]]
+    ahead = [x["client_compute_s"] for x in round_efficiency(records, 1, overlap=True)["per_round"]]
+    assert seq == [1.0, 5.0, 7.0]    # each round's own training and evaluation
+    assert ahead == [5.0, 7.0, 1.0]  # an evaluation with the next round's training; the last evaluates only
+    del records[1]["per_client"]["0"]["eval_seconds"]  # round 1 not evaluated: round 2 trains after it
+    assert [x["client_compute_s"] for x in round_efficiency(records, 1, overlap=True)["per_round"]] == [5.0, 0.0, 7.0]

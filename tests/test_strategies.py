@@ -285,6 +285,9 @@ def test_the_pool_gives_an_actor_the_clients_it_served_before_in_order():
     assert len(p) == 0
     with pytest.raises(IndexError):
         p.take(0)
+    # training messages first (upper case here), each group still by home
+    p = _Pending(list("aBcDe"), {"a": 0, "D": 1, "B": 0}.get, first=str.isupper)
+    assert [p.take(0), p.take(0), p.take(0), p.take(1), p.take(1)] == list("BDace")
 
 
 @pytest.mark.parametrize("options, says", [
