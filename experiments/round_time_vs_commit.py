@@ -4,12 +4,14 @@
         [--out runs/round_time] [OPTION=VALUE ...]
 
 Each variant runs ``fedfit simulate`` (the default options, plus any OPTION=VALUE given to all) from a
-snapshot of its code (``git archive``: the old commit; this checkout's HEAD), one run at a time, in the
-order old, new, variants, old, new, ... (the machine's speed drifts: adjacent runs compare). Per run
+snapshot of its code (``git archive``: the old commit; this checkout's HEAD), one run at a time, the
+order rotating every repeat (old, new, variant; new, variant, old; ...: the machine's speed drifts, so
+adjacent runs compare and no variant always runs first). Per run
 it reads rounds.jsonl: the wall seconds of all rounds (0..R) divided by R, the median of rounds
 1..R-1 (a round's evaluation may hold the next round's training: ``overlap_eval``, so the first and
 last rounds differ in kind) and the final accuracy (it must be equal: the same work). It prints one
-table (medians over repeats, and each repeat's ratio old / new) and writes ``results.jsonl``.
+table (medians over repeats, and each repeat's ratio old / new) over every run in ``OUT/results.jsonl``
+(kept across invocations; ``--table-only`` prints it again).
 """
 from __future__ import annotations
 
@@ -55,10 +57,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variant", action="append", default=[], help="OPTION=VALUE run on this checkout too")
     ap.add_argument("--out", default=str(ROOT / "runs" / "round_time"))
+    ap.add_argument("--table-only", action="store_true", help="only print the table of OUT/results.jsonl")
     ap.add_argument("options", nargs="*", help="OPTION=VALUE for every run")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.table_only:
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+        print(table(rows, "old", "new"))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="round_time_"))
     try:
         old_rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", a.old], check=True,
@@ -66,35 +73,37 @@ def main(argv: list[str] | None = None) -> None:
         new_rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=True,
                                  capture_output=True, text=True).stdout.strip()
         old, new = snapshot(old_rev, tmp / "old"), snapshot(new_rev, tmp / "new")
-        kinds = [(f"old {old_rev}", old, []), (f"new {new_rev}", new, [])]
-        kinds += [(f"new {new_rev} {v}", new, [v]) for v in a.variant]
-        results = []
+        kinds = [("old", old, []), ("new", new, [])] + [(f"new {v}", new, [v]) for v in a.variant]
+        batch = time.strftime("%Y%m%dT%H%M%S")
         with open(out / "results.jsonl", "a") as f:
             for rep in range(a.repeats):
-                for label, code, extra in kinds:
+                for label, code, extra in kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]:
                     name = f"{label.replace(' ', '_').replace('=', '-')}_rep{rep}"
-                    r = {"variant": label, "repeat": rep, **run(code, tmp / "runs", name, [*a.options, *extra])}
-                    results.append(r)
+                    r = {"variant": label, "old": old_rev, "new": new_rev, "batch": batch, "repeat": rep,
+                         **run(code, tmp / "runs", name, [*a.options, *extra])}
                     f.write(json.dumps(r) + "\n")
                     f.flush()
-                    print(f"{label:40s} rep {rep}: {r['s_per_round_all']:.2f} s/round (all rounds), median "
+                    print(f"{label:28s} rep {rep}: {r['s_per_round_all']:.2f} s/round (all rounds), median "
                           f"{r['s_per_round_median_1_to_last_minus_1']:.2f}, final acc {r['final_acc']:.4f}", flush=True)
-        print(table(results, kinds[0][0], kinds[1][0]))
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+        print(table(rows, "old", "new"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def table(results: list[dict], old: str, new: str) -> str:
     """Markdown: per variant the medians over repeats; per repeat old / new (>1: new is faster)."""
-    lines = ["| code | s / round (all rounds / R) | s / round (median, rounds 1..R-1) | final acc (%) | "
+    revs = sorted({(r["old"], r["new"]) for r in results})
+    lines = [f"old = {', '.join(o for o, _ in revs)}; new = {', '.join(n for _, n in revs)}", "",
+             "| code | s / round (all rounds / R) | s / round (median, rounds 1..R-1) | final acc (%) | "
              "old / this, per repeat (all rounds) |", "|---|---:|---:|---:|---|"]
     by = {}
     for r in results:
         by.setdefault(r["variant"], []).append(r)
-    olds = {r["repeat"]: r for r in by[old]}
+    olds = {(r.get("batch"), r["repeat"]): r for r in by[old]}
     for label, rs in by.items():
-        ratios = ", ".join(f"{olds[r['repeat']]['s_per_round_all'] / r['s_per_round_all']:.2f}" for r in rs
-                           if r["repeat"] in olds) if label != old else ""
+        ratios = ", ".join(f"{olds[(r.get('batch'), r['repeat'])]['s_per_round_all'] / r['s_per_round_all']:.2f}"
+                           for r in rs if (r.get("batch"), r["repeat"]) in olds) if label != old else ""
         lines.append(f"| {label} | {statistics.median(r['s_per_round_all'] for r in rs):.2f} | "
                      f"{statistics.median(r['s_per_round_median_1_to_last_minus_1'] for r in rs):.2f} | "
                      f"{100 * rs[0]['final_acc']:.1f} | {ratios} |")

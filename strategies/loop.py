@@ -14,6 +14,14 @@ statistics and their query features, and every other training client its class s
 client holds (``fedfit.global_head``; robustly for robust strategies) and scores the evaluated
 clients' query images with it (global accuracy, FiT's second number).
 
+With ``overlap_eval`` (the default) an evaluated round's evaluation messages go out in ONE exchange
+with the next round's training messages: both start from the same state, so the actors that a
+round's few training clients leave idle evaluate meanwhile. The replies are split by type: the
+evaluation's make this round's record, the training's are kept for the next round, whose record
+gets them (and their bytes: the meter counts each message in its own round). The results are those
+of the sequential order (a test pins it); only the rounds' wall times move (round 0 then holds
+round 1's training, the last round only its evaluation).
+
 The bounds run through the same loop: ``local-only`` trains every training client once, alone, in
 round 1 (nothing aggregated; its control messages carry no state and are not counted as traffic),
 ``centralized`` trains on the server over the pooled support sets (``fedfit.centralized``; its
