@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", action="append", default=[], help="OPTION=VALUE run on this checkout too")
     ap.add_argument("--out", default=str(ROOT / "runs" / "round_time"))
     ap.add_argument("--table-only", action="store_true", help="only print the table of OUT/results.jsonl")
+    ap.add_argument("--readme", default="", help="also write the table between README's round_time markers")
     ap.add_argument("options", nargs="*", help="OPTION=VALUE for every run")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.table_only:
-        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-        print(table(rows, "old", "new"))
+        report(out, a.readme)
         return
     tmp = Path(tempfile.mkdtemp(prefix="round_time_"))
     try:
@@ -85,16 +85,29 @@ def main(argv: list[str] | None = None) -> None:
                     f.flush()
                     print(f"{label:28s} rep {rep}: {r['s_per_round_all']:.2f} s/round (all rounds), median "
                           f"{r['s_per_round_median_1_to_last_minus_1']:.2f}, final acc {r['final_acc']:.4f}", flush=True)
-        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
-        print(table(rows, "old", "new"))
+        report(out, a.readme)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def report(out: Path, readme: str) -> None:
+    """Print the table of every run in OUT/results.jsonl; with ``readme`` write it between its markers."""
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+    text = table(rows, "old", "new")
+    print(text)
+    if readme:
+        from fedfit.sweep import replace_section
+
+        path = Path(readme)
+        path.write_text(replace_section(path.read_text(), "results:round_time", text))
+
+
 def table(results: list[dict], old: str, new: str) -> str:
     """Markdown: per variant the medians over repeats; per repeat old / new (>1: new is faster)."""
-    revs = sorted({(r["old"], r["new"]) for r in results})
-    lines = [f"old = {', '.join(o for o, _ in revs)}; new = {', '.join(n for _, n in revs)}", "",
+    olds_, news = (", ".join(dict.fromkeys(r[k] for r in results)) for k in ("old", "new"))
+    lines = [f"Regenerate with `python experiments/round_time_vs_commit.py --old {olds_} --repeats 3 --variant "
+             f"overlap_eval=false` (each run the default `fedfit simulate`; old = {olds_}, new = {news}; "
+             f"{len(results)} runs, the order rotating).", "",
              "| code | s / round (all rounds / R) | s / round (median, rounds 1..R-1) | final acc (%) | "
              "old / this, per repeat (all rounds) |", "|---|---:|---:|---:|---|"]
     by = {}
