@@ -82,6 +82,7 @@ class Options(TypedDict):
     personalize_steps: int
     global_eval: bool
     engine: str
+    overlap_eval: bool
     num_cpus: int
     num_gpus: float
     ray_address: str
