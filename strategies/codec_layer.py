@@ -22,6 +22,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedfit import wire
 from fedfit.codecs import create_codec
+from strategies.metering import message_key
 
 
 @dataclass
@@ -71,7 +72,7 @@ class CodecGrid:
                 conf[wire.LAYOUT] = self.fingerprint
                 conf[wire.STATE_SIZE] = self.n
                 done[id(content)] = flat
-            sent[_key(m, "dst")] = done[id(content)]
+            sent[message_key(m)] = done[id(content)]
         return sent
 
     # --- uplink ---------------------------------------------------------------------------------
@@ -120,13 +121,13 @@ class CodecGrid:
         round's training with this round's evaluation): replies are matched by (node, message type)."""
         messages = list(messages)
         sent = self._encode(messages)
-        phases = {_key(m, "dst"): _phase(m) for m in messages}
-        global_eval = {_key(m, "dst"): bool(wire.config_of(m).get(wire.GLOBAL_EVAL, False))
+        phases = {message_key(m): _phase(m) for m in messages}
+        global_eval = {message_key(m): bool(wire.config_of(m).get(wire.GLOBAL_EVAL, False))
                        for m in messages if m.has_content() and wire.CONFIG in m.content}
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         valid, answered = [], set()
         for r in replies:
-            key = _key(r, "src")
+            key = message_key(r, reply=True)
             if key not in phases or key in answered:
                 continue  # not asked, or a second reply: ignored
             answered.add(key)
@@ -144,12 +145,6 @@ class CodecGrid:
                 self._failures.append(Failure(key[0], phase, "timeout", f"no reply within {timeout:g} s"
                                               if timeout is not None else "no reply"))
         return valid
-
-
-def _key(msg: Message, end: str) -> tuple[int, str]:
-    """(node, message type) of a message (``end`` = "dst") or of a reply (``end`` = "src")."""
-    node = msg.metadata.dst_node_id if end == "dst" else msg.metadata.src_node_id
-    return int(node), str(msg.metadata.message_type)
 
 
 def _phase(msg: Message) -> str:

@@ -97,7 +97,6 @@ class _Ahead:
     when it trains nobody); ``k``: replies it keeps; ``clock_now``: the simulated clock after its
     sampling (put back until that round starts); ``replies`` / ``failures``: filled by the exchange."""
 
-    server_round: int
     rnd: _Round
     messages: list[Message]
     k: int
@@ -263,7 +262,7 @@ class Federation:
         rnd = _Round(self.directory)
         before = self.clock.now if self.clock is not None else None
         planned = self._train_messages(server_round, rnd)
-        ahead = _Ahead(server_round, rnd, *(planned or ([], 0)), clock_now=None)
+        ahead = _Ahead(rnd, *(planned or ([], 0)), clock_now=None)
         if self.clock is not None:  # the sampling may have waited for a client: that round's time
             ahead.clock_now, self.clock.now = self.clock.now, before
         self.meter.round = server_round - 1
@@ -309,9 +308,7 @@ class Federation:
         partitions = self.sampler.evaluate(server_round, eval_clients(cfg)) + list(range(n, self.setup.partitions))
         nodes = self._nodes(partitions, rnd, wire.EVALUATE)
         if not nodes:
-            if ahead is not None and ahead.messages:
-                ahead.replies = self.grid.send_and_receive(ahead.messages, timeout=cfg["timeout_s"])
-                ahead.failures = self.grid.take_failures()
+            self._exchange([], ahead)
             return {"eval_clients": 0}
         global_eval = bool(cfg["global_eval"] and not self.local_only)
 
@@ -323,14 +320,7 @@ class Federation:
         trained, held_out = content(global_eval), content(False)
         messages = [Message(trained if p < n else held_out, dst_node_id=node, message_type=MessageType.EVALUATE)
                     for p, node in sorted(nodes.items())]
-        train = ahead.messages if ahead is not None else []
-        replies = self.grid.send_and_receive(train + messages, timeout=cfg["timeout_s"])
-        failures = self.grid.take_failures()
-        if ahead is not None:  # the next round's: kept for it
-            ahead.replies = [r for r in replies if r.metadata.message_type == MessageType.TRAIN]
-            ahead.failures = [f for f in failures if f.phase == wire.TRAIN]
-            replies = [r for r in replies if r.metadata.message_type != MessageType.TRAIN]
-            failures = [f for f in failures if f.phase != wire.TRAIN]
+        replies, failures = self._exchange(messages, ahead)
         rnd.fail(failures)
         self._give_up_if_nothing_works(wire.EVALUATE, len(replies), failures)
         by_node = self.directory.by_node
@@ -373,6 +363,21 @@ class Federation:
         if global_eval and stats:
             out.update(self._global_accuracy(server_round, partitions, stats, rnd))
         return out
+
+    def _exchange(self, messages: list[Message], ahead: _Ahead | None) -> tuple[list[Message], list[Failure]]:
+        """Send ``messages`` and, in the same exchange, ``ahead``'s training messages (first); returns the
+        replies and failures of ``messages``; ``ahead`` keeps its own for its round."""
+        train = ahead.messages if ahead is not None else []
+        if not (train or messages):
+            return [], []
+        replies = self.grid.send_and_receive(train + messages, timeout=self.cfg["timeout_s"])
+        failures = self.grid.take_failures()
+        if ahead is not None:
+            ahead.replies = [r for r in replies if r.metadata.message_type == MessageType.TRAIN]
+            ahead.failures = [f for f in failures if f.phase == wire.TRAIN]
+            replies = [r for r in replies if r.metadata.message_type != MessageType.TRAIN]
+            failures = [f for f in failures if f.phase != wire.TRAIN]
+        return replies, failures
 
     def _global_accuracy(self, server_round: int, evaluated: list[int], stats: list[tuple[int, ArrayRecord]],
                          rnd: _Round) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from flwr.proto.message_pb2 import ObjectTree
 from flwr.supercore.inflatable.inflatable_object import (get_all_nested_objects, get_object_tree,
                                                         no_object_id_recompute)
 
+from fedfit.wire import ROUND
+
 
 def wire_bytes(msg: Message, shared: dict | None = None) -> int:
     """Bytes Flower's transport sends for ``msg`` (see module docstring). ``shared``: a dict kept by
@@ -108,6 +110,13 @@ def total(transfers: Iterable[Transfer], direction: str, field_: str = "wire", k
     return sum(getattr(t, field_) for t in transfers if t.direction == direction and (kinds is None or t.kind in kinds))
 
 
+def message_key(msg: Message, reply: bool = False) -> tuple[int, str]:
+    """(node, message type) of a message, or with ``reply`` of a reply (its sender): how a reply is matched
+    to its message when one exchange sends a node a training and an evaluation message."""
+    node = msg.metadata.src_node_id if reply else msg.metadata.dst_node_id
+    return int(node), str(msg.metadata.message_type)
+
+
 class MeteredGrid:
     """Wraps a Flower ``Grid``: every message sent and every reply received is metered.
 
@@ -130,8 +139,8 @@ class MeteredGrid:
 
     @staticmethod
     def _round(msg: Message) -> int | None:
-        if msg.has_content() and "config" in msg.content and "server-round" in msg.content["config"]:
-            return int(msg.content["config"]["server-round"])
+        if msg.has_content() and "config" in msg.content and ROUND in msg.content["config"]:
+            return int(msg.content["config"][ROUND])
         return None
 
     @staticmethod
@@ -144,10 +153,10 @@ class MeteredGrid:
         sent, shared = {}, {}  # shared: one RecordDict sent to many clients is sized once
         with no_object_id_recompute():  # ... and hashed once (Flower's own switch for this)
             for m in messages:
-                kind, rnd = sent[(m.metadata.dst_node_id, m.metadata.message_type)] = self._kind(m), self._round(m)
+                kind, rnd = sent[message_key(m)] = self._kind(m), self._round(m)
                 self.meter.add("down", m, kind, shared, server_round=rnd)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         for r in replies:
-            kind, rnd = sent.get((r.metadata.src_node_id, r.metadata.message_type), (r.metadata.message_type, None))
+            kind, rnd = sent.get(message_key(r, reply=True), (r.metadata.message_type, None))
             self.meter.add("up", r, kind, server_round=rnd)
         return replies

@@ -77,9 +77,10 @@ def _cap_gpu_memory(fraction: float) -> None:
 class _Pending:
     """Messages not yet handed to an actor. Those that ``first(msg)`` names go first (the pool: training
     messages, so a round's evaluation sent with the next round's training fills the actors that the
-    few, long training clients leave idle); within each group ``take(i)`` gives actor ``i`` the first message whose client it served before
-    (``home(msg) == i``: its work and features are cached there), else the first message. O(1) per
-    message, so a round of many clients costs no quadratic scan."""
+    few, long training clients leave idle); within each group ``take(i)`` gives actor ``i`` the first
+    message whose client it served before (``home(msg) == i``: its work and features are cached
+    there), else the first message. O(1) per message, so a round of many clients costs no quadratic
+    scan."""
 
     def __init__(self, messages: list[Message], home: Callable[[Message], int | None],
                  first: Callable[[Message], bool] = lambda m: False):
