@@ -59,7 +59,7 @@ def _ray_head(tmp_path_factory, num_cpus: int, num_gpus: int):
         pytest.fail(f"ray start --head failed: {p.stderr[-2000:]}")
     mine = {p for p in started if str(temp) in procs.cmdline(p)} or started  # this head's own processes
     yield f"127.0.0.1:{port}"
-    left = procs.stop(mine)  # and, through the process tree, every worker its raylet started
+    left = procs.stop(mine, grace=3.0)  # and, through the process tree, every worker its raylet started
     assert not left, f"Ray processes left running: {left}"
 
 
