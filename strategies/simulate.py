@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fedfit.preflight import ResourceError, check_devices, check_resources, prepare
+from fedfit.preflight import ResourceError, check_devices, check_ray_address, check_resources, prepare
 
 
 def _quiet(verbose: bool) -> None:
@@ -77,6 +77,8 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
         check_devices(cfg, gpus)
     elif not cfg["ray_address"]:
         check_resources(cfg, float(os.cpu_count() or 1), gpus)
+    else:
+        check_ray_address(cfg["ray_address"])
     # the server needs the layout and the initial state, not a GPU: it never holds one for the whole run
     setup = prepare({**cfg, "device": "cpu"})
     from fedfit.clock import ClockError, devices
@@ -148,12 +150,13 @@ def ray_options(cfg: dict[str, Any], verbose: bool = False) -> tuple[dict[str, s
 
 
 def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2) -> None:
-    """Start (or join) Ray; a start-up that times out (a busy machine) is retried once, then a
-    one-line RuntimeError. A local Ray gets a private temporary folder (``_temp_dir``): another
+    """Start (or join) Ray; a local start-up that times out (a busy machine) is retried once, then a
+    one-line ResourceError (joining a cluster is tried once: Ray retries inside). A local Ray gets a private temporary folder (``_temp_dir``): another
     program's ``ray.init()`` on this machine then cannot find it and attach to it (which it does
     through Ray's shared /tmp/ray otherwise, and then its shutdown can take fedfit's Ray down)."""
     import torch
 
+    attempts = 1 if cfg["ray_address"] else attempts
     for attempt in range(attempts):
         try:
             if cfg["ray_address"]:
@@ -166,7 +169,7 @@ def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2
                 ray.shutdown()
             if attempt == attempts - 1:
                 where = f"at {cfg['ray_address']}" if cfg["ray_address"] else "on this machine"
-                raise RuntimeError(f"Ray could not start {where}: {str(e).strip().splitlines()[0]}") from None
+                raise ResourceError(f"Ray could not start {where}: {str(e).strip().splitlines()[0]}") from None
 
 
 def _flower_engine(cfg, setup, app, verbose, resume, overwrite, logging_level, callbacks=()) -> dict[str, Any]:

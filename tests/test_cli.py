@@ -18,6 +18,7 @@ FEDFIT = str(Path(sys.executable).with_name("fedfit"))
     (["strategy=bulyan"], "bulyan tolerates malicious = 1 with clients_per_round >= 4f + 3"),
     (["head=nope"], "head = 'nope' is unknown"),
     (["timeout_s=0"], "timeout_s must be > 0"),
+    (["ray_address=127.0.0.1:1"], "ray_address = 127.0.0.1:1: no Ray head answers there"),  # not Ray's minute of retries
 ])
 def test_bad_options_fail_fast_in_one_line(tmp_path, options, says):
     t0 = time.monotonic()

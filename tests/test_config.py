@@ -129,3 +129,23 @@ def test_the_typed_options_are_the_defaults_keys_with_their_types():
     hints = typing.get_type_hints(Options)
     assert list(hints) == list(defaults())  # the same options, in the same order
     assert {k: type(v) for k, v in defaults().items()} == hints
+
+
+def test_a_ray_address_is_checked_before_ray_starts():
+    import socket
+
+    from fedfit.preflight import ResourceError, check_ray_address
+
+    with pytest.raises(ResourceError, match="expected host:port"):
+        check_ray_address("headnode")
+    with socket.socket() as s:  # bound, not listening: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(ResourceError, match=rf"no Ray head answers there .*--port={port}"):
+            check_ray_address(f"ray://127.0.0.1:{port}")
+    with socket.socket() as s:  # a listening head
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        check_ray_address(f"127.0.0.1:{s.getsockname()[1]}")
+    check_ray_address("auto")
+    check_ray_address("")

@@ -29,6 +29,6 @@ def torchvision_download(what: str, fetch: Callable[[str], object], root: Path, 
         fetch(os.fspath(root))
     except Exception as e:  # URLError, socket errors, checksum errors, ...
         raise DataError(f"{what}: files not found under {root} and the download failed ({type(e).__name__}: {e}); "
-                        f"offline? {manual} (or pass root=<folder>)") from None
+                        f"offline? {manual} (or set data_root = <folder> where they are)") from None
     finally:
         socket.setdefaulttimeout(old)
