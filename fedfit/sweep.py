@@ -76,7 +76,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[st
     p = Path(path)
     spec = load_spec(p)
     name = spec.get("name") or p.stem
-    base = load_config(overrides=spec.get("base", {}))
+    base = merge(load_config(), spec.get("base", {}), f"{p} [base]")
     base = merge(base, parse_overrides(overrides or [], base), "overrides")
     grid = spec.get("grid", {})
     for k, v in grid.items():
