@@ -184,9 +184,10 @@ def validate(cfg: Options) -> None:
     test_split = cfg["query_split"] != "train" and has_test_split(cfg["dataset"])
     need(cfg["query_split"] != "test" or test_split,
          f"query_split = test: {cfg['dataset']} has no test split; use auto (held-out training images)")
-    need(cfg["queries"] != -1 or test_split,
-         f"queries = -1 (every test image of a class) needs a test split; {cfg['dataset']} with query_split = "
-         f"{cfg['query_split']} has none: give a number of queries per class")
+    need(cfg["queries"] != -1 or test_split or cfg["partition"] == "kshot",
+         f"queries = -1 without a test split (every image of a class that no client holds) needs partition = "
+         f"kshot; {cfg['dataset']} with query_split = {cfg['query_split']} has none: give a number of queries per "
+         f"class")
     from fedfit.adapters import ADAPTERS
 
     choose("adapter", [a for a in ADAPTERS.names() if a not in ("none", "full")])

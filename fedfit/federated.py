@@ -165,6 +165,9 @@ def splits(cfg: dict[str, Any]) -> dict[str, str]:
         q = (f"{name} test split: never trained on; "
              + ("every test image of each of the client's classes" if cfg["queries"] == -1 else
                 f"{cfg['queries']} per class per client, distinct within a client, drawn independently per client"))
+    elif cfg["queries"] == -1:
+        q = (f"{name} images that no client holds (in no client's support or history set): every one of each of "
+             f"the client's classes, shared by the clients of a class")
     else:
         q = f"{name} training images that no client trains on (each image in at most one client's sets)"
     train = f"{name} {'train split' if has_test_split(name) else 'images'}"

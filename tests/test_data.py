@@ -640,8 +640,30 @@ def test_queries_from_the_test_split_per_class_distinct_within_a_client(tmp_path
         plans(load_config(overrides={**base, "queries": 13}))
     with pytest.raises(ConfigError, match="digits has no test split"):
         load_config(overrides={"dataset": "digits", "query_split": "test"})
-    with pytest.raises(ConfigError, match="queries = -1"):
-        load_config(overrides={"dataset": "digits", "queries": -1})
+    with pytest.raises(ConfigError, match="queries = -1 without a test split .* needs partition = kshot"):
+        load_config(overrides={"dataset": "digits", "queries": -1, "partition": "dirichlet"})
+
+
+def test_queries_minus_one_without_a_test_split_are_every_image_no_client_holds():
+    """FiT's all-test-images protocol on held-out images: a client's queries are every image of its classes
+    in nobody's support or history set (new users included); clients of one class share them."""
+    data = tagged_set([30] * 8 + [7])
+    plans = fd.kshot_plan(data, num_clients=6, classes_per_client=3, shots=2, queries=-1, seed=3, history=1,
+                          held_out=2)
+    held = np.concatenate([np.concatenate([p.support_idx, p.history_idx]) for p in plans])
+    assert len(np.unique(held)) == len(held) == 8 * 3 * 3  # supports and histories still disjoint
+    for p in plans:
+        want = np.flatnonzero(np.isin(data.labels, p.classes) & ~np.isin(np.arange(len(data.labels)), held))
+        assert np.array_equal(np.sort(p.query_idx), want)  # every free image of its classes, nothing else
+        assert np.array_equal(data.labels[p.query_idx], p.classes[p.query_y])
+        assert np.all(np.diff(p.query_y) >= 0)  # class by class
+    first = {int(p.classes[0]): p for p in plans}
+    shared = [p for p in plans if first[int(p.classes[0])] is not p]
+    assert any(np.isin(p.query_idx, first[int(p.classes[0])].query_idx).any() for p in shared)
+    same = fd.kshot_plan(data, 6, 3, 2, -1, seed=3, history=1, held_out=2)
+    assert all(np.array_equal(a.query_idx, b.query_idx) for a, b in zip(plans, same))
+    with pytest.raises(DataError, match="queries = -1: class .* has no image that no client holds"):
+        fd.kshot_plan(tagged_set([2] * 4), num_clients=4, classes_per_client=2, shots=1, queries=-1, seed=0)
 
 
 @pytest.mark.slow
