@@ -67,22 +67,20 @@ def requery(run: Path) -> tuple[np.ndarray, np.ndarray, float]:
     layout, first = initial_state(cfg)
     final = np.load(run / "final_state.npz")
     last = layout.pack({k: final[k] for k in final.files})
-    feats = {}
+    acc = {}  # state -> per client (own queries, every never-trained image)
     for name, flat in (("round0", first), ("last", last)):
-        model.load_state_arrays(layout.unpack(flat, copy=True))
-        feats[name] = _embed(model, data.images)  # (N, D): every image once per state
-    model.load_state_arrays(layout.unpack(first, copy=True))
-    own, more, counts = [], [], []
-    for p in ps[:n]:
-        local = {int(c): i for i, c in enumerate(p.classes)}
-        big = never[np.isin(labels[never], p.classes)]
-        big_y = np.array([local[int(c)] for c in labels[big]])
-        acc = {name: (_accuracy(model, f, p.support_idx, p.support_y, p.query_idx, p.query_y),
-                      _accuracy(model, f, p.support_idx, p.support_y, big, big_y)) for name, f in feats.items()}
-        own.append(100 * (acc["last"][0] - acc["round0"][0]))
-        more.append(100 * (acc["last"][1] - acc["round0"][1]))
-        counts.append(len(big))
-    return np.array(own), np.array(more), float(np.mean(counts))
+        model.load_state_arrays(layout.unpack(flat, copy=True))  # the adapter and any head parameters
+        feats = _embed(model, data.images)  # (N, D): every image once per state
+        acc[name] = []
+        for p in ps[:n]:
+            local = {int(c): i for i, c in enumerate(p.classes)}
+            big = never[np.isin(labels[never], p.classes)]
+            big_y = np.array([local[int(c)] for c in labels[big]])
+            acc[name].append((_accuracy(model, feats, p.support_idx, p.support_y, p.query_idx, p.query_y),
+                              _accuracy(model, feats, p.support_idx, p.support_y, big, big_y), len(big)))
+    a0, a1 = np.array(acc["round0"]), np.array(acc["last"])
+    own, more, counts = 100 * (a1[:, 0] - a0[:, 0]), 100 * (a1[:, 1] - a0[:, 1]), a0[:, 2]
+    return own, more, float(np.mean(counts))
 
 
 def _line(d: np.ndarray) -> str:

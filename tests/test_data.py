@@ -652,6 +652,7 @@ def test_queries_minus_one_without_a_test_split_are_every_image_no_client_holds(
                           held_out=2)
     held = np.concatenate([np.concatenate([p.support_idx, p.history_idx]) for p in plans])
     assert len(np.unique(held)) == len(held) == 8 * 3 * 3  # supports and histories still disjoint
+    assert all(len(np.unique(p.query_y)) == 3 for p in plans)  # one image per client and class kept free
     for p in plans:
         want = np.flatnonzero(np.isin(data.labels, p.classes) & ~np.isin(np.arange(len(data.labels)), held))
         assert np.array_equal(np.sort(p.query_idx), want)  # every free image of its classes, nothing else
@@ -662,8 +663,10 @@ def test_queries_minus_one_without_a_test_split_are_every_image_no_client_holds(
     assert any(np.isin(p.query_idx, first[int(p.classes[0])].query_idx).any() for p in shared)
     same = fd.kshot_plan(data, 6, 3, 2, -1, seed=3, history=1, held_out=2)
     assert all(np.array_equal(a.query_idx, b.query_idx) for a, b in zip(plans, same))
-    with pytest.raises(DataError, match="queries = -1: class .* has no image that no client holds"):
+    with pytest.raises(DataError, match=r"cannot make 4 clients x 2 classes x \(1 shots \+ 1 query\)"):
         fd.kshot_plan(tagged_set([2] * 4), num_clients=4, classes_per_client=2, shots=1, queries=-1, seed=0)
+    tight = fd.kshot_plan(tagged_set([2] * 4), num_clients=2, classes_per_client=2, shots=1, queries=-1, seed=0)
+    assert all(len(p.query_idx) == 2 for p in tight)  # every image held but the kept ones: still queries
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ test images of its classes: never trained on by anyone, distinct within a client
 clients (two clients of one class may share test images, as in FiT's protocol where every client is
 tested on all test images of its classes: ``queries = -1``). Without a test split, ``queries = -1``
 (k-shot partitions) is that protocol on held-out images: every image of the client's classes that no
-client holds (in nobody's support or history set), shared by the clients of a class.
+client holds (in nobody's support or history set), shared by the clients of a class; the plan keeps
+one image per client and class free, so every class a client holds has queries.
 """
 from __future__ import annotations
 
@@ -74,17 +75,18 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
     ``held_out_upto`` as many as the leftover images allow, at most ``held_out`` (else DataError).
     ``query_data``: draw the queries from this set (a test split; see the module docstring), ``queries``
     per class, or every test image of the class with ``queries = -1``. Without ``query_data``,
-    ``queries = -1``: every image of the client's classes that no client (new users included) holds."""
+    ``queries = -1``: every image of the client's classes that no client (new users included) holds; the
+    plan keeps one image per client and class out of every support and history set, so none is empty."""
     _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
     _require(0, history=history, held_out=held_out)
     leftover = query_data is None and queries == -1
     if query_data is None or queries != -1:
         _require(0, queries=0 if leftover else queries)
     pick = None if query_data is None else _test_queries(data, query_data, queries, seed)
-    need = shots + history + (0 if pick or leftover else queries)
+    need = shots + history + (0 if pick else 1 if leftover else queries)  # leftover: one query image kept per slot
     labels = np.asarray(data.labels)
     cap = data.counts() // need  # disjoint (shots [+ queries] + history)-image slots per class
-    qtext = "" if pick or leftover else f" + {queries} queries"
+    qtext = "" if pick else " + 1 query" if leftover else f" + {queries} queries"
     what = (f"{classes_per_client} classes x ({shots} shots{qtext}"
             f"{f' + {history} history' if history else ''})")
     if _max_clients(cap, classes_per_client) < num_clients:
@@ -99,7 +101,7 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
     order = np.lexsort((rng.random(len(labels)), labels))  # grouped by class, random within a class
     start = np.concatenate([[0], np.cumsum(data.counts())])
     rem = cap.copy()
-    slots = _Slots(order, start, cap, shots, 0 if pick or leftover else queries, need, pick)
+    slots = _Slots(order, start, cap, shots, 0 if pick else 1 if leftover else queries, need, pick)
     plans = _assign(num_clients, 0, rem, rng, classes_per_client, slots)
     if held_out > 0:
         most = _max_clients(rem, classes_per_client)
@@ -112,9 +114,9 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
 
 
 def _leftover_queries(data: ImageSet, plans: list[ClientPlan]) -> list[ClientPlan]:
-    """``queries = -1`` without a test split: each client's queries are every image of its classes that
-    no client holds (no support or history image of anyone), class by class; DataError when one of a
-    client's classes has none left."""
+    """``queries = -1`` without a test split: each client's queries become every image of its classes that
+    no client holds (no support or history image of anyone), class by class; the one query image each
+    plan kept per class is among them."""
     labels = np.asarray(data.labels)
     held = np.zeros(len(labels), dtype=bool)
     for p in plans:
@@ -125,10 +127,6 @@ def _leftover_queries(data: ImageSet, plans: list[ClientPlan]) -> list[ClientPla
     out = []
     for p in plans:
         q = [by_class[int(c)] for c in p.classes]
-        empty = [int(c) for c, x in zip(p.classes, q) if len(x) == 0]
-        if empty:
-            raise DataError(f"{data.name}: queries = -1: class {data.class_names[empty[0]]!r} has no image that no "
-                            f"client holds (client {p.client_id}); use fewer clients or shots, or a number of queries")
         out.append(replace(p, query_idx=np.concatenate(q).astype(np.int64),
                            query_y=np.repeat(np.arange(len(q), dtype=np.int64), [len(x) for x in q])))
     return out
