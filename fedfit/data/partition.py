@@ -71,7 +71,8 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
                query_data: ImageSet | None = None) -> list[ClientPlan]:
     """Plans for ``partition_kshot`` (same arguments). ``held_out`` more clients (ids num_clients ..
     num_clients + held_out - 1: new users that never train) are planned AFTER the others, from the images
-    left over, so the first ``num_clients`` plans are the same whatever ``held_out`` is; with
+    left over, so the first ``num_clients`` plans are the same whatever ``held_out`` is (but for their
+    queries with ``queries = -1`` and no ``query_data``: new users hold images too); with
     ``held_out_upto`` as many as the leftover images allow, at most ``held_out`` (else DataError).
     ``query_data``: draw the queries from this set (a test split; see the module docstring), ``queries``
     per class, or every test image of the class with ``queries = -1``. Without ``query_data``,
@@ -80,8 +81,8 @@ def kshot_plan(data: ImageSet, num_clients: int, classes_per_client: int, shots:
     _require(1, num_clients=num_clients, classes_per_client=classes_per_client, shots=shots)
     _require(0, history=history, held_out=held_out)
     leftover = query_data is None and queries == -1
-    if query_data is None or queries != -1:
-        _require(0, queries=0 if leftover else queries)
+    if queries != -1:
+        _require(0, queries=queries)
     pick = None if query_data is None else _test_queries(data, query_data, queries, seed)
     need = shots + history + (0 if pick else 1 if leftover else queries)  # leftover: one query image kept per slot
     labels = np.asarray(data.labels)
