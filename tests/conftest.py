@@ -57,7 +57,10 @@ def _ray_head(tmp_path_factory, num_cpus: int, num_gpus: int):
     if p.returncode != 0:
         procs.stop(started)
         pytest.fail(f"ray start --head failed: {p.stderr[-2000:]}")
-    mine = {p for p in started if str(temp) in procs.cmdline(p)} or started  # this head's own processes
+    import re
+
+    ours = re.compile(rf"{re.escape(str(temp))}|:{port}\b")  # its temp dir, or its GCS port (the Ray client
+    mine = {p for p in started if ours.search(procs.cmdline(p))} or started  # server, re-parented to init)
     yield f"127.0.0.1:{port}"
     left = procs.stop(mine, grace=3.0)  # and, through the process tree, every worker its raylet started
     assert not left, f"Ray processes left running: {left}"
