@@ -2,8 +2,9 @@
 
     python experiments/global_head_paired.py RUN_DIR [RUN_DIR ...]
 
-Rebuilds the run's global head as the server does (ONE head of the configured family over every class
-any training client holds, from all training clients' support features) under the run's initial state
+Rebuilds the run's global head as the server does (``fedfit.global_head``: every training client's class
+statistics of its support features, ONE head of the configured family over every class any training client
+holds; without the robust strategies' filtering) under the run's initial state
 (round 0) and under its ``final_state.npz`` (the last round), and scores both on the same images: the
 training clients' query images, each once. Per run: both accuracies (they match rounds.jsonl's
 ``global_acc`` of round 0 and the last round when every training client was evaluated), the paired
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedfit.federated import initial_state, plans, shared_model, source
+from fedfit.federated import head_name, initial_state, plans, shared_model, source
+from fedfit.global_head import GlobalStatistics, client_statistics, needs_scatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from round0_requery import _embed, _options  # noqa: E402  (the same options and embedding)
@@ -30,21 +32,21 @@ def paired(run: Path) -> None:
     n = cfg["num_clients"]
     labels = np.asarray(data.labels)
     classes = np.unique(np.concatenate([p.classes for p in ps[:n]]))
-    index = {int(c): i for i, c in enumerate(classes)}
-    support = np.concatenate([p.support_idx for p in ps[:n]])
     queries = np.unique(np.concatenate([p.query_idx for p in ps[:n]]))
-    sy = torch.as_tensor([index[int(c)] for c in labels[support]])
-    qy = np.array([index[int(c)] for c in labels[queries]])
     model = shared_model(cfg)
     layout, first = initial_state(cfg)
     final = np.load(run / "final_state.npz")
+    name, scatter = head_name(cfg), needs_scatter(head_name(cfg))
     right = {}
-    for name, flat in (("round 0", first), ("last", layout.pack({k: final[k] for k in final.files}))):
-        model.load_state_arrays(layout.unpack(flat, copy=True))
+    for state, flat in (("round 0", first), ("last", layout.pack({k: final[k] for k in final.files}))):
+        arrays = layout.unpack(flat, copy=True)
+        model.load_state_arrays(arrays)
         f = _embed(model, data.images)
-        with torch.no_grad():
-            logits = model.head(f[torch.as_tensor(support)], sy, f[torch.as_tensor(queries)], len(classes))
-        right[name] = (logits.argmax(1).numpy() == qy).astype(float)
+        stats = GlobalStatistics(f.shape[1], scatter)
+        for p in ps[:n]:
+            stats.add(p.client_id, client_statistics(f[torch.as_tensor(p.support_idx)], p.support_y, p.classes, scatter))
+        head = stats.head(name, arrays.get("head/e"), cfg["protonets_temperature"])  # as strategies.loop
+        right[state] = (head.predict(f[torch.as_tensor(queries)]) == labels[queries]).astype(float)
     d = 100 * (right["last"] - right["round 0"])
     se = d.std(ddof=1) / np.sqrt(len(d))
     holders = {int(c): sum(int(c) in p.classes for p in ps[:n]) for c in classes}

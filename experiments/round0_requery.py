@@ -26,19 +26,19 @@ import numpy as np
 import torch
 
 from fedfit.config import defaults
-from fedfit.federated import initial_state, plans, shared_model, source
+from fedfit.federated import initial_state, plans, query_split, shared_model, source
 from fedfit.results import read_rounds
 
 
 def _options(run: Path) -> dict:
     saved = json.loads((run / "config.json").read_text())
     cfg = {**defaults(), **{k: saved[k] for k in defaults() if k in saved}}  # options added later: defaults
-    if saved.get("adapter") not in ("film", "film-all-norms", "scale_shift", "scale_shift-kxk"):
-        raise SystemExit(f"{run}: adapter {saved.get('adapter')!r} keeps personal state; not supported here")
-    if saved.get("query_split_resolved", "train") == "test" or saved.get("dataset") in ("fashion-mnist", "cifar100",
-                                                                                      "emnist"):
+    cfg["device"] = "cpu"
+    if shared_model(cfg).adapter.has_personal_state:
+        raise SystemExit(f"{run}: adapter {cfg['adapter']!r} keeps personal state; not supported here")
+    if query_split(cfg) == "test":
         raise SystemExit(f"{run}: queries come from a test split there; use a larger queries= instead")
-    return {**cfg, "device": "cpu"}
+    return cfg
 
 
 @torch.no_grad()
