@@ -23,7 +23,7 @@ from fedfit.federated import head_name, initial_state, plans, shared_model, sour
 from fedfit.global_head import GlobalStatistics, client_statistics, needs_scatter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from round0_requery import _embed, _options  # noqa: E402  (the same options and embedding)
+from round0_requery import _embed, _options, finished_runs  # noqa: E402  (the same options and embedding)
 
 
 def paired(run: Path) -> None:
@@ -61,5 +61,5 @@ def paired(run: Path) -> None:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        paired(Path(arg))
+    for run in finished_runs(sys.argv[1:]):
+        paired(run)

@@ -30,6 +30,17 @@ from fedfit.federated import initial_state, plans, query_split, shared_model, so
 from fedfit.results import read_rounds
 
 
+def finished_runs(dirs: list[str]) -> list[Path]:
+    """The folders among ``dirs`` that hold a finished run (config.json and final_state.npz); the others (a
+    sweep's plots/, an interrupted run) are named on stderr and skipped, so ``runs/SWEEP/*`` works."""
+    runs = [Path(d) for d in dirs if (Path(d) / "config.json").is_file() and (Path(d) / "final_state.npz").is_file()]
+    for d in sorted(set(map(str, dirs)) - set(map(str, runs))):
+        print(f"{d}: not a finished run (no config.json and final_state.npz), skipped", file=sys.stderr)
+    if not runs:
+        raise SystemExit("no finished run among the folders given")
+    return runs
+
+
 def _options(run: Path) -> dict:
     saved = json.loads((run / "config.json").read_text())
     cfg = {**defaults(), **{k: saved[k] for k in defaults() if k in saved}}  # options added later: defaults
@@ -90,8 +101,7 @@ def _line(d: np.ndarray) -> str:
 
 def main(dirs: list[str]) -> None:
     runs = []
-    for d in dirs:
-        run = Path(d)
+    for run in finished_runs(dirs):
         own, more, q = requery(run)
         rows = read_rounds(run)
         stored = 100 * (rows[-1]["acc_mean"] - rows[0]["acc_mean"])

@@ -31,3 +31,16 @@ def test_requery_reproduces_the_runs_own_change_and_scores_every_never_trained_i
     np.testing.assert_allclose(own, stored, atol=1e-4)  # the run's own queries: its own numbers
     assert per_client > 10 * 5 * 3  # every image of its classes no training client trained on, not 15
     assert np.isfinite(more).all() and more.shape == (4,)
+
+
+def test_folders_that_are_not_finished_runs_are_named_and_skipped(tmp_path, capsys):
+    """``runs/SWEEP/*`` also matches the sweep's plots/ folder: skipped with one line, not a traceback."""
+    finished_runs = _script().finished_runs
+    run, plots = tmp_path / "seed=0", tmp_path / "plots"
+    run.mkdir(), plots.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "final_state.npz").write_bytes(b"")
+    assert finished_runs([str(run), str(plots)]) == [run]
+    assert capsys.readouterr().err == f"{plots}: not a finished run (no config.json and final_state.npz), skipped\n"
+    with pytest.raises(SystemExit, match="no finished run"):
+        finished_runs([str(plots)])
