@@ -371,12 +371,15 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     assert not left, f"processes left running: {left}"
     t_stop = time.monotonic()
 
-    # --- the same configuration on Flower's simulation engine: same payload, same learning, wire within ids
+    # --- the same configuration simulated: same payload, same learning, wire within ids. In this process
+    # (engine = inline: no Ray to start; its messages have the other engines' sizes, its losses agree to float
+    # rounding: torch's thread count here differs from an actor's single thread)
     from strategies.simulate import simulate
 
     from fedfit.config import load_config
 
-    simulate(load_config(overrides={**run_config, "name": "sim", "out_dir": str(tmp_path / "sim-runs")}))
+    simulate(load_config(overrides={**run_config, "name": "sim", "out_dir": str(tmp_path / "sim-runs"),
+                                    "engine": "inline"}))
     sim = read_rounds(tmp_path / "sim-runs" / "sim")
     assert len(sim) == len(rounds)
     for d, s in zip(rounds, sim):
