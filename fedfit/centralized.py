@@ -23,7 +23,7 @@ import numpy as np
 
 from fedfit import seeding
 from fedfit.config import central_steps
-from fedfit.episodes import PREPROCESS_ALL_MAX, PooledEpisodes, finetune
+from fedfit.episodes import PREPROCESS_ALL_MAX, ClientTasks, PooledEpisodes, finetune
 from fedfit.layout import Layout
 
 UPLOAD_ENCODING = "PNG (lossless; grayscale for gray images) at the working resolution"
@@ -47,6 +47,13 @@ class _Pooled:
 
     def __getitem__(self, idx) -> np.ndarray:
         return np.asarray(self.images[self.index[idx]])
+
+
+def owners(cfg: dict[str, Any]) -> np.ndarray:
+    """The training client (partition id) of each pooled image (N,), in ``pool``'s order."""
+    from fedfit.federated import plans
+
+    return np.concatenate([np.full(len(p.support_idx), i) for i, p in enumerate(plans(cfg)[:cfg["num_clients"]])])
 
 
 def pool(cfg: dict[str, Any]) -> tuple[np.ndarray | _Pooled, np.ndarray]:
@@ -86,6 +93,7 @@ class CentralTrainer:
         self.model = shared_model(cfg)
         self.layout = Layout.of(self.model.state_arrays())
         self.images, self.labels = pool(cfg)
+        self.owners = owners(cfg)
         self.total_steps = central_steps(cfg)
 
     def upload_bytes(self) -> int:
@@ -100,10 +108,12 @@ class CentralTrainer:
         steps = steps_in_round(self.total_steps, cfg["rounds"], server_round)
         seed = seeding.derive(cfg["seed"], "centralized", server_round)
         ft = finetune_config(cfg, server_round, steps=steps, seed=seed)
-        sampler = PooledEpisodes(self.labels, cfg["shots"], seeding.generator(cfg["seed"], "centralized-split",
-                                                                                server_round),
-                                 min_way=cfg["min_way"], max_way=cfg["max_way"] or cfg["classes_per_client"],
-                                 split=cfg["episode_split"])
+        split_rng = seeding.generator(cfg["seed"], "centralized-split", server_round)
+        if cfg["central_tasks"] == "client":  # each step one client's own task, as its fine-tuning draws it
+            sampler = ClientTasks(self.labels, self.owners, ft, split_rng)
+        else:
+            sampler = PooledEpisodes(self.labels, cfg["shots"], split_rng, min_way=cfg["min_way"],
+                                     max_way=cfg["max_way"] or cfg["classes_per_client"], split=cfg["episode_split"])
         res = finetune(self.model, self.images, self.labels, ft, sampler=sampler)
         new = self.layout.pack(self.model.state_arrays())
         metrics = {"train_seconds": res.seconds, "train_images": int(res.images), "train_steps": int(res.steps),

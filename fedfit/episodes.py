@@ -106,6 +106,24 @@ def _halves(per_class: list[np.ndarray]) -> Episode:
     return (np.concatenate(ctx_idx), np.concatenate(ctx_y), np.concatenate(tgt_idx), np.concatenate(tgt_y))
 
 
+class ClientTasks:
+    """The federation's tasks over a pool (``central_tasks = "client"``): each step picks one client
+    uniformly and draws the episode that client's own fine-tuning would draw (``episode_sampler`` over its
+    images only: its classes, its shots, ``cfg``'s way and split), so no task contrasts classes of different
+    clients. ``owners`` (N,): the client of each pooled image; episode indices are into the whole pool."""
+
+    def __init__(self, labels: np.ndarray, owners: np.ndarray, cfg: FineTuneConfig, rng: np.random.Generator):
+        self.members = [np.flatnonzero(owners == o) for o in np.unique(owners)]
+        self.samplers = [episode_sampler(labels[m], cfg, rng) for m in self.members]
+
+    def __call__(self, rng: np.random.Generator) -> Episode | None:
+        for i in rng.permutation(len(self.members)):  # a client with no splittable class gives no task
+            if (ep := self.samplers[i](rng)) is not None:
+                ctx_idx, ctx_y, tgt_idx, tgt_y = ep
+                return self.members[i][ctx_idx], ctx_y, self.members[i][tgt_idx], tgt_y
+        return None
+
+
 class FixedSplit:
     """FiT's ``TaskResampler``: each class split once (a random ceil(n/2) context, the rest target); every
     episode takes all context and target images of ``way`` random classes."""

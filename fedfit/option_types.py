@@ -40,6 +40,7 @@ class Options(TypedDict):
     clients_per_round: int
     local_steps: int
     central_steps: int
+    central_tasks: str
     episode_split: str
     lr: float
     lr_schedule: str

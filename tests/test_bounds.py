@@ -117,3 +117,37 @@ def test_episode_split_option_reaches_the_clients_training():
         out[split], m = ClientWork(cfg, 0).train(flat, 1)
         assert m["train_steps"] == 3 and np.linalg.norm(out[split] - flat) > 0
     assert not np.array_equal(out["step"], out["round"])
+
+
+def test_client_tasks_draw_one_clients_own_task_per_step(rng):
+    """``central_tasks = client``: every episode is one client's own task (its classes only, each image
+    the client's own), as its fine-tuning would draw it; over many steps every client is drawn."""
+    from fedfit.episodes import ClientTasks, FineTuneConfig
+
+    owners = np.repeat(np.arange(4), 10)                  # 4 clients x 2 classes x 5 shots
+    labels = np.array([c for o in range(4) for c in (2 * o, (2 * o + 7) % 8) for _ in range(5)])
+    sampler = ClientTasks(labels, owners, FineTuneConfig(steps=1, lr=0.0, min_way=5), rng)
+    drawn = set()
+    for _ in range(60):
+        ci, cy, ti, ty = sampler(rng)
+        (client,) = set(owners[ci]) | set(owners[ti])    # one client per task
+        held = set(labels[owners == client])
+        assert set(labels[ci]) == set(labels[ti]) == held and set(cy) == set(ty) == {0, 1}
+        assert len(ci) == 6 and len(ti) == 4 and not set(ci) & set(ti)  # 3 + 2 per class: split_episode's halves
+        drawn.add(int(client))
+    assert drawn == {0, 1, 2, 3}
+    assert ClientTasks(np.arange(4), np.arange(4), FineTuneConfig(steps=1, lr=0.0), rng)(rng) is None  # 1 image each
+
+
+@pytest.mark.slow
+def test_centralized_with_client_tasks_trains_on_the_federations_tasks(tmp_path):
+    """``method=centralized central_tasks=client``: the same pool, budget and bytes as the default upper
+    bound, other training (each step one client's own task)."""
+    base = [*DIGITS, "method=centralized", "num_clients=4", "clients_per_round=2", "local_steps=3", "rounds=1",
+            "new_users=0", "global_eval=false", f"out_dir={tmp_path}"]
+    assert cli.main(["simulate", *base, "name=pool"]) == 0
+    assert cli.main(["simulate", *base, "central_tasks=client", "name=client"]) == 0
+    pooled, client = rounds(tmp_path / "pool"), rounds(tmp_path / "client")
+    assert pooled[1]["bytes_up_wire"] == client[1]["bytes_up_wire"] > 0
+    assert client[1]["extra"]["central"]["train_steps"] == pooled[1]["extra"]["central"]["train_steps"] == 6
+    assert client[1]["train_loss"] != pooled[1]["train_loss"]
