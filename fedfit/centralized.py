@@ -8,7 +8,9 @@ classes_per_client when max_way = 0 - with ``shots`` random images of each, spli
 step costs what one client's step costs, and the default budget (``central_steps = -1``) is the
 federation's own: rounds x clients_per_round x local_steps steps. Round r runs ``steps_in_round`` of
 them from the current global state with a fresh Adam (as every client starts its round), seeded by
-(seed, "centralized", r), so a resumed run trains exactly as an uninterrupted one.
+(seed, "centralized", r), so a resumed run trains exactly as an uninterrupted one. With
+``central_tasks = "client"`` each step is instead one random client's own task (``episodes.ClientTasks``:
+what that client's fine-tuning would draw), an ablation: the pooled data without tasks mixing clients.
 
 What pooling costs on a network (``upload_bytes``): every training client's support images uploaded
 once, as PNG files (lossless; 8-bit grayscale when the image is gray, RGB otherwise) at the run's
