@@ -36,7 +36,8 @@ def paired(run: Path) -> None:
     model = shared_model(cfg)
     layout, first = initial_state(cfg)
     final = np.load(run / "final_state.npz")
-    name, scatter = head_name(cfg), needs_scatter(head_name(cfg))
+    name = head_name(cfg)
+    scatter = needs_scatter(name)
     right = {}
     for state, flat in (("round 0", first), ("last", layout.pack({k: final[k] for k in final.files}))):
         arrays = layout.unpack(flat, copy=True)

@@ -152,8 +152,9 @@ def ray_options(cfg: dict[str, Any], verbose: bool = False) -> tuple[dict[str, s
 def _start_ray(ray, cfg: dict[str, Any], init: dict[str, Any], attempts: int = 2) -> None:
     """Start (or join) Ray; a local start-up that times out (a busy machine) is retried once, then a
     one-line ResourceError (joining a cluster is tried once: Ray retries inside). A local Ray gets a
-    private temporary folder (``_temp_dir``): another program's ``ray.init()`` on this machine then cannot find it and attach to it (which it does
-    through Ray's shared /tmp/ray otherwise, and then its shutdown can take fedfit's Ray down)."""
+    private temporary folder (``_temp_dir``): another program's ``ray.init()`` on this machine then
+    cannot find it and attach to it (which it does through Ray's shared /tmp/ray otherwise, and then its
+    shutdown can take fedfit's Ray down)."""
     import torch
 
     attempts = 1 if cfg["ray_address"] else attempts
