@@ -57,6 +57,8 @@ class RoundRecord:
     global_classes: int = 0           # classes in that head
     global_clients: int = 0           # training clients whose statistics built it
     global_queries: int = 0           # query images it scored
+    global_answers: dict[str, Any] = field(default_factory=dict)  # which image ids it scored and which it got
+                                      # right (fedfit.paired.encode_answers): the paired change between rounds
     global_dropped: list[dict[str, int]] = field(default_factory=list)  # robust strategies: {client, class}
                                       # contributions left out of the global statistics as outliers
     eval_clients: int = 0             # training clients evaluated

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fedfit import format as fmt
+from fedfit import paired
 from fedfit.config import ConfigError, load_config, merge, parse_overrides, validate
 from fedfit.results import read_rounds
 
@@ -297,26 +298,46 @@ def stability_rows(run: dict[str, Any], key: str) -> tuple[float | None, float |
 STABLE_WITHIN = 0.01  # the last round must be within 1 point of the best round (and >= round 0)
 
 
+def paired_change(run: dict[str, Any], key: str) -> paired.Change | None:
+    """The last evaluated round minus round 0, paired: per training client for ``acc_mean``, per image
+    for ``global_acc`` (runs that recorded the global head's answers); None where it cannot be paired."""
+    evaluated = [r for r in run["rounds"] if r.get(key) is not None]
+    if len(evaluated) < 2:
+        return None
+    first, last = evaluated[0], evaluated[-1]
+    if key == "acc_mean":
+        return paired.client_change(first.get("per_client") or {}, last.get("per_client") or {},
+                                    run["cfg"]["num_clients"])
+    return paired.image_change(first.get("global_answers"), last.get("global_answers"))
+
+
 def stability_table(run_dirs: list[Path]) -> str:
-    """Per run: personalized and global accuracy at round 0, at the best round, at the last round, and
-    whether the last is >= round 0 and within ``STABLE_WITHIN`` of the best ("yes" / "NO")."""
-    header = ["run", "personalized: round 0 / best (round) / final (%)", "ok", "global: round 0 / best (round) / final (%)",
-              "ok"]
+    """Per run: personalized and global accuracy at round 0, at the best round, at the last round; the
+    last minus round 0 paired (mean +- SE, over training clients / over images) and the verdict: "yes"
+    when the last is >= round 0 and within ``STABLE_WITHIN`` of the best, "noise" when it is within
+    ``STABLE_WITHIN`` of the best but under round 0 by less than ``paired.NOISE_SE`` standard errors,
+    else "NO"."""
+    header = ["run", "personalized: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok",
+              "global: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok"]
     rows = []
     for d in run_dirs:
         if not (d / "summary.json").is_file():
             continue
         run = _load(d)
         cells = [run["cfg"]["name"]]
-        for key in ("acc_mean", "global_acc"):
+        for key, unit in (("acc_mean", "clients"), ("global_acc", "images")):
             r0, best, last, at = stability_rows(run, key)
             if r0 is None:
-                cells += ["n/a", ""]
+                cells += ["n/a", "", ""]
                 continue
-            ok = last >= r0 - 1e-9 and last >= best - STABLE_WITHIN - 1e-9
-            cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}", "yes" if ok else "**NO**"]
+            ch = paired_change(run, key)
+            near_best = last >= best - STABLE_WITHIN - 1e-9
+            verdict = "yes" if near_best and last >= r0 - 1e-9 else \
+                "noise" if near_best and ch is not None and ch.within_noise else "**NO**"
+            cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}",
+                      f"{ch} ({ch.n} {unit})" if ch is not None else "n/a", verdict]
         rows.append(cells)
-    return fmt.markdown_table(header, rows, "lrlrl")
+    return fmt.markdown_table(header, rows, "lrrlrrl")
 
 
 def reach(rounds: list[dict[str, Any]], target: float) -> dict[str, Any] | None:

@@ -50,6 +50,7 @@ from fedfit.clock import Clock, profile_table
 from fedfit.config import eval_clients, run_name, training_rounds
 from fedfit.global_head import GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes
+from fedfit.paired import encode_answers
 from fedfit.preflight import RunSetup, prepare
 from fedfit.results import RoundRecord, check_run_dir
 from strategies import ROBUST, checkpoint, create_strategy, dp
@@ -415,11 +416,13 @@ class Federation:
         head = gs.head(self.setup.head, e, cfg["protonets_temperature"])
         feats = np.concatenate([q["query_features"] for q in queries])
         labels = np.concatenate([q["query_labels"] for q in queries])
+        ids = np.concatenate([q["query_ids"] for q in queries])
         if self.setup.client_independent_features:
-            _, first = np.unique(np.concatenate([q["query_ids"] for q in queries]), return_index=True)
-            feats, labels = feats[np.sort(first)], labels[np.sort(first)]
-        out.update(global_acc=float((head.predict(feats) == labels).mean()), global_classes=len(head.class_ids),
-                   global_queries=int(len(labels)))
+            _, first = np.unique(ids, return_index=True)
+            feats, labels, ids = feats[np.sort(first)], labels[np.sort(first)], ids[np.sort(first)]
+        right = head.predict(feats) == labels
+        out.update(global_acc=float(right.mean()), global_classes=len(head.class_ids), global_queries=int(len(labels)),
+                   global_answers=encode_answers(ids, right))
         return out
 
     def _config_record(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fedfit.config import load_config
+from fedfit.paired import decode_answers
 from tests import procs
 from tests.runs import rounds as _rounds
 from tests.runs import timeless
@@ -43,6 +44,9 @@ def test_four_clients_two_rounds_on_its_own_ray(tmp_path):
         assert r["bytes_up_payload"] == r["bytes_down_payload"] == 2 * 4 * n
         assert r["bytes_up_payload"] < r["bytes_up_wire"] <= 1.05 * r["bytes_up_payload"]
         assert 0.0 <= r["acc_mean"] <= 1.0 and r["train_loss"] > 0 and r["global_acc"] is not None
+        ids, right = decode_answers(r["global_answers"])  # the global head's answers, image by image
+        assert len(ids) == len(set(ids)) == r["global_queries"] and right.mean() == pytest.approx(r["global_acc"])
+        assert np.array_equal(ids, decode_answers(rounds[0]["global_answers"])[0])  # the same images every round
         assert set(r["per_client"]) == {"0", "1", "2", "3"}  # evaluated clients, by partition id
         assert all("up_wire" in r["per_client"][str(p)] for p in r["trained"])
     assert rounds[2]["cum_bytes_wire"] == sum(r["bytes_up_wire"] + r["bytes_down_wire"] for r in rounds)

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedfit.config import ConfigError
@@ -105,19 +106,39 @@ def test_bounds_table_pairs_every_group_with_the_bounds_seed_by_seed(tmp_path):
 
 
 def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
+    from fedfit.paired import encode_answers
     from fedfit.sweep import stability_table
 
-    runs = {"steady": [0.60, 0.65, 0.70, 0.695], "worse": [0.60, 0.70, 0.58], "dip": [0.60, 0.70, 0.68]}
+    ids = np.arange(100, 300)
+
+    def clients(*accs):  # per training client (ids 0, 1, ...); id 9 is a new user (never in the paired change)
+        return {**{str(i): {"accuracy": a} for i, a in enumerate(accs)}, "9": {"accuracy": 0.0}}
+
+    def answers(right):  # the global head's answers on 200 images: the first `right` are right
+        return encode_answers(ids, np.arange(ids.size) < right)
+
+    runs = {  # name: [(per-client accuracies, global images right)] per round
+        "steady": [((0.6, 0.6), 100), ((0.7, 0.7), 120), ((0.7, 0.69), 119)],
+        "noisy": [((0.6, 0.6), 100), ((0.7, 0.3), 100), ((0.9, 0.28), 98)],     # -1 +- 31 points; 2 of 200 images
+        "worse": [((0.6, 0.6), 100), ((0.7, 0.7), 140), ((0.58, 0.58), 60)],  # every client and 40 images down
+        "dip": [((0.6, 0.6), 100), ((0.7, 0.7), 140), ((0.68, 0.68), 136)],   # 2 points under the best round
+    }
     dirs = []
-    for name, accs in runs.items():
-        w = RunWriter(tmp_path / name, {"name": name, "seed": 0})
-        for r, a in enumerate(accs):
-            w.write(RoundRecord(round=r, acc_mean=a, global_acc=0.5))
+    for name, rounds in runs.items():
+        w = RunWriter(tmp_path / name, {"name": name, "seed": 0, "num_clients": 2})
+        for r, (accs, right) in enumerate(rounds):
+            w.write(RoundRecord(round=r, acc_mean=float(np.mean(accs)), per_client=clients(*accs),
+                                global_acc=right / ids.size, global_answers=answers(right)))
         w.finish()
         dirs.append(tmp_path / name)
     lines = stability_table(dirs).splitlines()
-    assert "| steady | 60.0 / 70.0 (2) / 69.5 | yes | 50.0 / 50.0 (0) / 50.0 | yes |" in lines
-    assert "| worse | 60.0 / 70.0 (1) / 58.0 | **NO** |" in lines[3] and "| dip | 60.0 / 70.0 (1) / 68.0 | **NO** |" in lines[4]
+    assert lines[2] == ("| steady | 60.0 / 70.0 (1) / 69.5 | +9.50 +- 0.50 (2 clients) | yes "
+                        "| 50.0 / 60.0 (1) / 59.5 | +9.50 +- 2.08 (200 images) | yes |")
+    assert lines[3] == ("| noisy | 60.0 / 60.0 (0) / 59.0 | -1.00 +- 31.00 (2 clients) | noise "
+                        "| 50.0 / 50.0 (0) / 49.0 | -1.00 +- 0.71 (200 images) | noise |")
+    assert "| worse | 60.0 / 70.0 (1) / 58.0 | -2.00 +- 0.00 (2 clients) | **NO** |" in lines[4]
+    assert "| 50.0 / 70.0 (1) / 30.0 | -20.00 +- 2.84 (200 images) | **NO** |" in lines[4]
+    assert "| dip | 60.0 / 70.0 (1) / 68.0 | +8.00 +- 0.00 (2 clients) | **NO** |" in lines[5]  # up, but off its best
 
 
 def test_target_table_times_each_group_to_its_first_round_at_the_target(tmp_path):
