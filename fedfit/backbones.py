@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedfit import seeding
 from fedfit.registry import Registry
 
 
@@ -166,7 +167,9 @@ def create_backbone(name: str = "efficientnet_lite0", weights: str = "default",
     arch = offline.arch if offline else name
     if not timm.is_model(arch):
         raise BackboneError(f"unknown backbone {name!r}: not a timm model name (see timm.list_models())")
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    with torch.random.fork_rng(devices=[]):  # the same random init in every process (backbone_weights = none:
+        torch.manual_seed(seeding.derive(0, "backbone", arch))  # each Ray client builds its own frozen copy)
+        model = timm.create_model(arch, pretrained=False, num_classes=0)
     cfg = model.pretrained_cfg or {}
     mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
 

@@ -58,6 +58,17 @@ def test_random_weights_and_local_weights_file(tmp_path):
     assert b2.pretrained.startswith("file:")
 
 
+def test_random_weights_are_the_same_in_every_process_and_leave_torchs_rng_alone():
+    torch.manual_seed(1)
+    before = torch.random.get_rng_state()
+    a = create_backbone("resnet18", weights="none", device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is untouched
+    torch.rand(1000)  # another process's global stream: elsewhere
+    b = create_backbone("resnet18", weights="none", device="cpu")
+    for (k, v), (_, v2) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(v, v2), k
+
+
 def test_bad_weights_file_and_unknown_name(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
