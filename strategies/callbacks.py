@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from fedfit import paired
 from fedfit import progress as live
 from fedfit import wire
 from fedfit.format import human_bytes, pct
@@ -116,10 +117,17 @@ class PrintProgress(Callback):
         counted = summary["first_failure"]
         fails = f"; {summary['failures']} client messages failed (first: {counted['reason']})" if counted else ""
         new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
+        first = records[0]
+        mine = paired.client_change(first.per_client, last.per_client, fed.cfg["num_clients"]) \
+            if len(records) > 1 else None
+        theirs = paired.image_change(first.global_answers, last.global_answers) if len(records) > 1 else None
+        mine_s = f", paired {mine} points over {mine.n} clients" if mine is not None and mine.n > 1 else ""
+        theirs_s = f" (round 0: {_pct(first.global_acc)}, paired {theirs} points over {theirs.n:,} images)" \
+            if theirs is not None and theirs.n > 1 else ""
         self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
-                      f"{_pct(last.acc_mean)} (round 0: {_pct(records[0].acc_mean)}){new}, global "
-                      f"{_pct(last.global_acc)}, {human_bytes(last.cum_bytes_wire)} sent for training{fails}; "
-                      f"results in {fed.run_dir}")
+                      f"{_pct(last.acc_mean)} (round 0: {_pct(first.acc_mean)}{mine_s}){new}, global "
+                      f"{_pct(last.global_acc)}{theirs_s}, {human_bytes(last.cum_bytes_wire)} sent for "
+                      f"training{fails}; results in {fed.run_dir}")
 
     def on_run_abort(self, fed, error):
         self.bar.close()
