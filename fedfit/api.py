@@ -109,7 +109,8 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
         table += ("\n\nLast round against round 0 and the best round. Paired: the last minus round 0 on the same "
                   "queries, mean +- SE over the training clients (personalized) or over the images (global). ok: "
                   "yes = >= round 0 and within 1 point of the best; noise = within 1 point of the best, under "
-                  "round 0 by less than 2 SE:\n\n" + stability_table(dirs))
+                  "round 0 by less than 2 SE. Pooled rows: every client (image) of every seed of a group, "
+                  "round 0 and last as means over seeds:\n\n" + stability_table(dirs))
     if spec.get("target") is not None:
         table += (f"\n\nTime to {100 * spec['target']:.0f}% personalized accuracy on the simulated clock (the first "
                   f"round at or above it; fedfit/clock.py):\n\n" + target_table(dirs, float(spec["target"])))

@@ -50,13 +50,18 @@ def change(diffs: np.ndarray) -> Change | None:
     return Change(float(d.mean()), se, int(d.size))
 
 
-def client_change(first: dict[str, dict[str, Any]], last: dict[str, dict[str, Any]],
-                  num_clients: int) -> Change | None:
-    """Personalized accuracy, last - first, per training client (partition id < ``num_clients``)
+def client_diffs(first: dict[str, dict[str, Any]], last: dict[str, dict[str, Any]], num_clients: int) -> np.ndarray:
+    """Personalized accuracy, last - first in points, per training client (partition id < ``num_clients``)
     evaluated in both rounds; ``first`` / ``last`` are ``RoundRecord.per_client``."""
     parts = [p for p in first if p in last and int(p) < num_clients
              and "accuracy" in first[p] and "accuracy" in last[p]]
-    return change(np.array([100 * (last[p]["accuracy"] - first[p]["accuracy"]) for p in parts]))
+    return np.array([100 * (last[p]["accuracy"] - first[p]["accuracy"]) for p in parts], dtype=float)
+
+
+def client_change(first: dict[str, dict[str, Any]], last: dict[str, dict[str, Any]],
+                  num_clients: int) -> Change | None:
+    """``change`` of ``client_diffs``."""
+    return change(client_diffs(first, last, num_clients))
 
 
 def encode_answers(ids: np.ndarray, right: np.ndarray) -> dict[str, Any]:
@@ -77,12 +82,19 @@ def decode_answers(answers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return ids, right
 
 
-def image_change(first: dict[str, Any] | None, last: dict[str, Any] | None) -> Change | None:
-    """The global head, last - first, per image; None unless both rounds recorded their answers on the
-    same images in the same order (every training client evaluated in both, as in the stability runs)."""
+def image_diffs(first: dict[str, Any] | None, last: dict[str, Any] | None) -> np.ndarray | None:
+    """The global head, last - first in points (-100, 0 or +100), per image; None unless both rounds
+    recorded their answers on the same images in the same order (every training client evaluated in
+    both, as in the stability runs)."""
     if not first or not last:
         return None
     (ids0, right0), (ids1, right1) = decode_answers(first), decode_answers(last)
     if not np.array_equal(ids0, ids1):
         return None
-    return change(100 * (right1.astype(float) - right0.astype(float)))
+    return 100 * (right1.astype(float) - right0.astype(float))
+
+
+def image_change(first: dict[str, Any] | None, last: dict[str, Any] | None) -> Change | None:
+    """``change`` of ``image_diffs``; None where they cannot be paired."""
+    d = image_diffs(first, last)
+    return None if d is None else change(d)

@@ -298,17 +298,25 @@ def stability_rows(run: dict[str, Any], key: str) -> tuple[float | None, float |
 STABLE_WITHIN = 0.01  # the last round must be within 1 point of the best round (and >= round 0)
 
 
-def paired_change(run: dict[str, Any], key: str) -> paired.Change | None:
-    """The last evaluated round minus round 0, paired: per training client for ``acc_mean``, per image
-    for ``global_acc`` (runs that recorded the global head's answers); None where it cannot be paired."""
+def paired_diffs(run: dict[str, Any], key: str) -> np.ndarray | None:
+    """The last evaluated round minus round 0 in points, paired: per training client for ``acc_mean``,
+    per image for ``global_acc`` (runs that recorded the global head's answers); None where it cannot be
+    paired."""
     evaluated = [r for r in run["rounds"] if r.get(key) is not None]
     if len(evaluated) < 2:
         return None
     first, last = evaluated[0], evaluated[-1]
     if key == "acc_mean":
-        return paired.client_change(first.get("per_client") or {}, last.get("per_client") or {},
-                                    run["cfg"]["num_clients"])
-    return paired.image_change(first.get("global_answers"), last.get("global_answers"))
+        return paired.client_diffs(first.get("per_client") or {}, last.get("per_client") or {},
+                                   run["cfg"]["num_clients"])
+    return paired.image_diffs(first.get("global_answers"), last.get("global_answers"))
+
+
+_KEYS = (("acc_mean", "clients"), ("global_acc", "images"))
+
+
+def _paired_cell(ch: paired.Change | None, unit: str) -> str:
+    return f"{ch} ({ch.n:,} {unit})" if ch is not None else "n/a"
 
 
 def stability_table(run_dirs: list[Path]) -> str:
@@ -316,26 +324,45 @@ def stability_table(run_dirs: list[Path]) -> str:
     last minus round 0 paired (mean +- SE, over training clients / over images) and the verdict: "yes"
     when the last is >= round 0 and within ``STABLE_WITHIN`` of the best, "noise" when it is within
     ``STABLE_WITHIN`` of the best but under round 0 by less than ``paired.NOISE_SE`` standard errors,
-    else "NO"."""
+    else "NO". Then, per group of several seeds, one pooled row: round 0 and last as the mean over its
+    seeds, the paired change over every client (image) of every seed, and its verdict ("yes" >= 0,
+    "noise" within ``paired.NOISE_SE`` SE, else "NO")."""
     header = ["run", "personalized: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok",
               "global: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok"]
     rows = []
+    groups: dict[str, list[dict[str, Any]]] = {}
     for d in run_dirs:
         if not (d / "summary.json").is_file():
             continue
         run = _load(d)
+        groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
         cells = [run["cfg"]["name"]]
-        for key, unit in (("acc_mean", "clients"), ("global_acc", "images")):
+        for key, unit in _KEYS:
             r0, best, last, at = stability_rows(run, key)
             if r0 is None:
                 cells += ["n/a", "", ""]
                 continue
-            ch = paired_change(run, key)
+            diffs = paired_diffs(run, key)
+            ch = paired.change(diffs) if diffs is not None else None
             near_best = last >= best - STABLE_WITHIN - 1e-9
             verdict = "yes" if near_best and last >= r0 - 1e-9 else \
                 "noise" if near_best and ch is not None and ch.within_noise else "**NO**"
-            cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}",
-                      f"{ch} ({ch.n} {unit})" if ch is not None else "n/a", verdict]
+            cells += [f"{100 * r0:.1f} / {100 * best:.1f} ({at}) / {100 * last:.1f}", _paired_cell(ch, unit), verdict]
+        rows.append(cells)
+    for g, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        cells = [f"{g}: {len(runs)} seeds pooled"]
+        for key, unit in _KEYS:
+            ends = [stability_rows(r, key) for r in runs]
+            if any(e[0] is None for e in ends):
+                cells += ["n/a", "", ""]
+                continue
+            diffs = [paired_diffs(r, key) for r in runs]
+            ch = paired.change(np.concatenate(diffs)) if all(d is not None for d in diffs) else None
+            verdict = "n/a" if ch is None else "yes" if ch.mean >= -1e-9 else "noise" if ch.within_noise else "**NO**"
+            cells += [f"{100 * np.mean([e[0] for e in ends]):.1f} / - / {100 * np.mean([e[2] for e in ends]):.1f}",
+                      _paired_cell(ch, unit), verdict]
         rows.append(cells)
     return fmt.markdown_table(header, rows, "lrrlrrl")
 

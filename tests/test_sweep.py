@@ -139,6 +139,18 @@ def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
     assert "| worse | 60.0 / 70.0 (1) / 58.0 | -2.00 +- 0.00 (2 clients) | **NO** |" in lines[4]
     assert "| 50.0 / 70.0 (1) / 30.0 | -20.00 +- 2.84 (200 images) | **NO** |" in lines[4]
     assert "| dip | 60.0 / 70.0 (1) / 68.0 | +8.00 +- 0.00 (2 clients) | **NO** |" in lines[5]  # up, but off its best
+    assert len(lines) == 6  # no group of several seeds: no pooled row
+
+    for seed, (accs, right) in enumerate([((0.6, 0.7), 101), ((0.7, 0.9), 98)]):  # seeds of one group: pooled
+        w = RunWriter(tmp_path / f"g_seed={seed}", {"name": f"g_seed={seed}", "seed": seed, "num_clients": 2})
+        for r, (a, k) in enumerate([((0.6, 0.6), 100), (accs, right)]):
+            w.write(RoundRecord(round=r, acc_mean=float(np.mean(a)), per_client=clients(*a),
+                                global_acc=k / ids.size, global_answers=answers(k)))
+        w.finish()
+    pooled = stability_table([tmp_path / "g_seed=0", tmp_path / "g_seed=1"]).splitlines()[-1]
+    # clients: 0, +10, +10, +30 -> +12.5 +- 6.29; images: +1 of 200 and -2 of 200 -> -0.25 +- 0.43 over 400
+    assert pooled == ("| g: 2 seeds pooled | 60.0 / - / 72.5 | +12.50 +- 6.29 (4 clients) | yes "
+                      "| 50.0 / - / 49.8 | -0.25 +- 0.43 (400 images) | noise |")
 
 
 def test_target_table_times_each_group_to_its_first_round_at_the_target(tmp_path):
