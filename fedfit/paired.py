@@ -66,16 +66,20 @@ def client_change(first: dict[str, dict[str, Any]], last: dict[str, dict[str, An
 
 def encode_answers(ids: np.ndarray, right: np.ndarray) -> dict[str, Any]:
     """``RoundRecord.global_answers``: the scored image ids (int64 (m,), in scoring order) and whether each
-    was right (bool (m,)), as base64 of little-endian int32 ids and of packed bits (~4.1 bytes per image)."""
-    ids = np.asarray(ids, dtype="<i4")
-    return {"n": int(ids.size), "ids": base64.b64encode(ids.tobytes()).decode("ascii"),
+    was right (bool (m,)), as base64 of little-endian int32 ids (int64 where an id needs it) and of packed
+    bits (~4.1 bytes per image)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    small = ids.size == 0 or (ids.min() >= -2**31 and ids.max() < 2**31)
+    ids = ids.astype("<i4" if small else "<i8")
+    return {"n": int(ids.size), "ids": base64.b64encode(ids.tobytes()).decode("ascii"), "id_bytes": ids.itemsize,
             "right": base64.b64encode(np.packbits(np.asarray(right, dtype=bool)).tobytes()).decode("ascii")}
 
 
 def decode_answers(answers: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64 (m,), right bool (m,)) from ``encode_answers``' record."""
     n = int(answers["n"])
-    ids = np.frombuffer(base64.b64decode(answers["ids"]), dtype="<i4").astype(np.int64)
+    width = int(answers.get("id_bytes", 4))
+    ids = np.frombuffer(base64.b64decode(answers["ids"]), dtype=f"<i{width}").astype(np.int64)
     right = np.unpackbits(np.frombuffer(base64.b64decode(answers["right"]), dtype=np.uint8))[:n].astype(bool)
     if ids.size != n or right.size != n:
         raise ValueError(f"global answers of {n} images hold {ids.size} ids and {right.size} answers")

@@ -14,6 +14,8 @@ def test_answers_round_trip_and_cost_about_four_bytes_per_image():
     assert len(rec["ids"]) + len(rec["right"]) <= 1.34 * (4 * 1837 + 1837 / 8) + 8  # base64 of int32 + bits
     with pytest.raises(ValueError, match="1838 images hold 1837 ids"):
         decode_answers({**rec, "n": 1838})
+    big = np.array([3, 2**40])  # an id past int32 takes 8 bytes
+    assert np.array_equal(decode_answers(encode_answers(big, [True, False]))[0], big)
 
 
 def test_image_change_pairs_the_same_images_and_refuses_others():
