@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from fedfit.paired import change
 from fedfit.results import read_rounds
 
 
 def paired(first: dict, last: dict, parts: list[str]) -> str:
     d = np.array([last[p]["accuracy"] - first[p]["accuracy"] for p in parts]) * 100
     loss = np.mean([last[p]["eval_loss"] - first[p]["eval_loss"] for p in parts])
-    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    t = f"{d.mean() / se:+.1f}" if se > 0 else "n/a"
-    return (f"{len(d):>3} clients: {d.mean():+.2f} +- {se:.2f} points (t = {t}), "
+    ch = change(d)
+    t = f"{ch.t:+.1f}" if ch.se > 0 else "n/a"
+    return (f"{ch.n:>3} clients: {ch} points (t = {t}), "
             f"down / same / up {int((d < 0).sum())} / {int((d == 0).sum())} / {int((d > 0).sum())}, "
             f"eval loss {loss:+.3f}")
 
@@ -49,11 +50,10 @@ def main(dirs: list[str]) -> None:
         if new:
             print(f"  new users        {paired(first, last, new)}")
     if len(per_run) > 1:
-        r, c = np.array(per_run), np.array(per_client)
-        se_r, se_c = r.std(ddof=1) / np.sqrt(len(r)), c.std(ddof=1) / np.sqrt(len(c))
-        print(f"pooled over {len(r)} runs: last - round 0 = {r.mean():+.2f} +- {se_r:.2f} points (mean +- SE over "
-              f"runs, t = {r.mean() / se_r:+.1f}); runs at or above round 0: {int((r >= -1e-9).sum())} of {len(r)}; "
-              f"all {len(c)} training clients: {c.mean():+.2f} +- {se_c:.2f} (t = {c.mean() / se_c:+.1f})")
+        r, c = change(per_run), change(per_client)
+        print(f"pooled over {r.n} runs: last - round 0 = {r} points (mean +- SE over runs, t = {r.t:+.1f}); runs at "
+              f"or above round 0: {int((np.array(per_run) >= -1e-9).sum())} of {r.n}; all {c.n} training clients: "
+              f"{c} (t = {c.t:+.1f})")
 
 
 if __name__ == "__main__":

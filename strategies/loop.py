@@ -418,8 +418,8 @@ class Federation:
         labels = np.concatenate([q["query_labels"] for q in queries])
         ids = np.concatenate([q["query_ids"] for q in queries])
         if self.setup.client_independent_features:
-            _, first = np.unique(ids, return_index=True)
-            feats, labels, ids = feats[np.sort(first)], labels[np.sort(first)], ids[np.sort(first)]
+            keep = np.sort(np.unique(ids, return_index=True)[1])  # each image once, in arrival order
+            feats, labels, ids = feats[keep], labels[keep], ids[keep]
         right = head.predict(feats) == labels
         out.update(global_acc=float(right.mean()), global_classes=len(head.class_ids), global_queries=int(len(labels)),
                    global_answers=encode_answers(ids, right))
