@@ -259,6 +259,7 @@ class EvalResult:
     extra: dict[str, float] = field(default_factory=dict)  # the adapter's own heads, e.g. accuracy_linear
     support_features: torch.Tensor | None = field(default=None, repr=False)  # (n, d), with features=True
     query_features: torch.Tensor | None = field(default=None, repr=False)    # (m, d)
+    query_norm: float | None = None  # mean L2 norm of the query features before feature_norm (the body's scale)
 
 
 @torch.no_grad()
@@ -271,11 +272,13 @@ def evaluate(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray,
     model.eval()
     with model.task(support_x) as s:  # CaSE: support features come from the task's own forward
         s = model.embed_images(support_x) if s is None else s
-        q = model.embed_images(query_x)
+        norms: list[torch.Tensor] = []
+        q = model.embed_images(query_x, norms=norms)
     dev = s.device
+    query_norm = float(torch.cat(norms).float().mean()) if norms and len(query_y) else None
     C = int(np.max(support_y)) + 1
     sy, y = torch.as_tensor(support_y, device=dev), torch.as_tensor(query_y, device=dev)
     logits = model.head(s, sy, q, C)
     extra = model.adapter.extra_eval(s, sy, q, y, C, seed=seed)
     return EvalResult(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)), len(query_y),
-                      extra, s if features else None, q if features else None)
+                      extra, s if features else None, q if features else None, query_norm)

@@ -340,6 +340,8 @@ class ClientWork:
             r = evaluate(self.model, d.support_x, d.support_y, d.query_x, d.query_y,
                          seed=seeding.derive(self.cfg["seed"], "evaluate", server_round, self.pid), features=True)
             out = {"accuracy": r.accuracy, "eval_loss": r.loss, "num-examples": r.num_query, **r.extra}
+            if r.query_norm is not None:
+                out["query_norm"] = r.query_norm
             stats = None
             if class_stats:
                 stats = self._statistics(r.support_features)

@@ -36,9 +36,12 @@ class FewShotModel(nn.Module):
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
         self.backbone, self.adapter, self.head, self.feature_norm = backbone, adapter, head, feature_norm
 
-    def _finish(self, feats: torch.Tensor) -> torch.Tensor:
-        """Body features (B, D) -> what the head sees: the adapter's calibration, then the norm."""
+    def _finish(self, feats: torch.Tensor, norms: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Body features (B, D) -> what the head sees: the adapter's calibration, then the norm.
+        ``norms``: a list that receives the raw features' L2 norms (B,) before ``feature_norm``."""
         f = self.adapter.calibrate(feats)
+        if norms is not None:
+            norms.append(f.detach().norm(dim=-1))
         return torch.nn.functional.normalize(f, dim=-1) if self.feature_norm == "l2" else f
 
     @property
@@ -79,13 +82,14 @@ class FewShotModel(nn.Module):
         finally:
             self.adapter.end_task()
 
-    def embed(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, context: torch.Tensor | None = None,
+              norms: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Features (B, d) of normalized images x (B, 3, S, S); gradients flow to the adapter.
-        ``context`` (normalized (n, 3, S, S)): embed x under a task opened from it."""
+        ``context`` (normalized (n, 3, S, S)): embed x under a task opened from it. ``norms``: see ``_finish``."""
         if context is not None:
             with self.task(context):
-                return self.embed(x)
-        return self._finish(self.adapter.features(self.backbone, x))
+                return self.embed(x, norms=norms)
+        return self._finish(self.adapter.features(self.backbone, x), norms)
 
     def embed_task(self, context: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of a task's context (n, d) and target (m, d) images (normalized), both under the
@@ -97,11 +101,13 @@ class FewShotModel(nn.Module):
             return f[:len(context)], f[len(context):]
 
     @torch.no_grad()
-    def embed_images(self, images: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+    def embed_images(self, images: np.ndarray, batch_size: int | None = None,
+                     norms: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Features (N, d) of uint8 images (N, S, S, 3), in batches, without gradients (under the open
-        task, if any). ``batch_size``: default the backbone's (larger on a GPU)."""
+        task, if any). ``batch_size``: default the backbone's (larger on a GPU). ``norms``: a list that
+        receives the raw features' L2 norms per batch, before ``feature_norm`` (see ``_finish``)."""
         batch_size = batch_size or self.backbone.batch_size
-        out = [self.embed(self.backbone.preprocess(images[i:i + batch_size]))
+        out = [self.embed(self.backbone.preprocess(images[i:i + batch_size]), norms=norms)
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.backbone.feature_dim, device=self.device)
 

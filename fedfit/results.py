@@ -51,6 +51,8 @@ class RoundRecord:
     acc_p10: float | None = None      # 10th percentile across clients
     acc_std: float | None = None
     acc_finetuned_mean: float | None = None  # after local personalization steps, if configured
+    query_norm_mean: float | None = None  # mean raw L2 norm of the evaluated training clients' query features
+                                      # (before feature_norm): how FiLM moves the body's feature scale
     global_acc: float | None = None   # FiT's global accuracy: one head (the run's family) from every training
                                       # client's class statistics, over all their classes, on the evaluated
                                       # clients' queries (each image once)
@@ -242,9 +244,9 @@ def _read_lines(path: Path, tolerate_torn_tail: bool = False) -> Iterator[RoundR
 def rounds_markdown(run: Run) -> str:
     """A Markdown table of a run's rounds: accuracy (%), bytes (decimal units), loss, seconds."""
     header = ["round", "clients", "uplink (wire)", "downlink (wire)", "cumulative", "acc mean", "median", "p10",
-              "new users", "global acc", "loss", "s"]
+              "new users", "global acc", "query norm", "loss", "s"]
     rows = [[str(r.round), str(r.clients), human_bytes(r.bytes_up_wire), human_bytes(r.bytes_down_wire),
              human_bytes(r.cum_bytes_wire), pct(r.acc_mean), pct(r.acc_median), pct(r.acc_p10), pct(r.new_acc_mean),
-             pct(r.global_acc),
+             pct(r.global_acc), "" if r.query_norm_mean is None else f"{r.query_norm_mean:.1f}",
              "" if r.train_loss is None else f"{r.train_loss:.3f}", f"{r.seconds:.0f}"] for r in run.rounds]
     return markdown_table(header, rows, "r" * len(header))

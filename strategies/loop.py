@@ -36,6 +36,7 @@ After every round's results line the server writes its checkpoint (``strategies.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +327,7 @@ class Federation:
         self._give_up_if_nothing_works(wire.EVALUATE, len(replies), failures)
         by_node = self.directory.by_node
         replies.sort(key=lambda r: by_node[int(r.metadata.src_node_id)])
-        accs, new, tuned, stats = [], [], [], []
+        accs, new, tuned, stats, norms = [], [], [], [], []
         extra: dict[str, list[float]] = {}
         new_extra: dict[str, list[float]] = {}
         for r in replies:
@@ -334,14 +335,20 @@ class Federation:
             node = int(r.metadata.src_node_id)
             mine = {k: v for k, v in m.items() if k.startswith("accuracy_") and k != "accuracy_finetuned"
                     and isinstance(v, float) and 0 <= v <= 1}
+            norm = m.get("query_norm")
+            if not (isinstance(norm, float) and math.isfinite(norm) and norm >= 0):
+                norm = None  # a malformed norm is left out, the accuracy still counts
             rnd.client(node).update(
-                {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m}, **mine)
+                {k: m[k] for k in ("accuracy", "accuracy_finetuned", "eval_loss", "eval_seconds") if k in m}, **mine,
+                **({} if norm is None else {"query_norm": norm}))
             if by_node[node] >= n:  # a new user: reported apart, and its classes stay out of the global head
                 new.append(float(m["accuracy"]))
                 for k, v in mine.items():
                     new_extra.setdefault(k, []).append(v)
                 continue
             accs.append(float(m["accuracy"]))
+            if norm is not None:
+                norms.append(norm)
             for k, v in mine.items():
                 extra.setdefault(k, []).append(v)
             if "accuracy_finetuned" in m:
@@ -361,6 +368,8 @@ class Federation:
                        new_acc_p10=float(np.percentile(a, 10)))
         if tuned:
             out["acc_finetuned_mean"] = float(np.mean(tuned))
+        if norms:
+            out["query_norm_mean"] = float(np.mean(norms))
         if global_eval and stats:
             out.update(self._global_accuracy(server_round, partitions, stats, rnd))
         return out

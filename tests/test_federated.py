@@ -124,3 +124,20 @@ def test_scatter_factor_costs_rows_not_a_dense_matrix():
 def test_bad_partition_id_is_a_clear_error():
     with pytest.raises(ValueError, match="partition-id 9"):
         ClientWork(_cfg(new_users=0), 9)
+
+
+def test_query_norm_is_the_raw_feature_scale_before_l2_normalization():
+    """Evaluation reports the mean L2 norm of the query features before ``feature_norm``: with unit
+    features the head sees norm 1, the report is the body's own scale (as a model without the norm gives)."""
+    over = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1, "queries": 3, "new_users": 0}
+    work = ClientWork(load_config(overrides={**over, "feature_norm": "l2"}), 0)
+    _, flat = initial_state(work.cfg)
+    flat = flat * np.float32(1.1)  # FiLM scales x 1.1, shifts x 1.1: not the identity
+    m, _ = work.evaluate(flat)
+    raw = ClientWork(load_config(overrides={**over, "feature_norm": "none"}), 0)
+    raw.load(flat)
+    feats = raw.model.embed_images(raw.data.query_x)
+    expected = float(feats.norm(dim=1).mean())
+    assert m["query_norm"] == pytest.approx(expected, rel=1e-5)
+    assert expected > 2  # not the unit norm the head sees
+    assert m["query_norm"] != pytest.approx(float(raw.evaluate(initial_state(raw.cfg)[1])[0]["query_norm"]), rel=1e-3)
