@@ -12,6 +12,12 @@ them from the current global state with a fresh Adam (as every client starts its
 ``central_tasks = "client"`` each step is instead one random client's own task (``episodes.ClientTasks``:
 what that client's fine-tuning would draw), an ablation: the pooled data without tasks mixing clients.
 
+``central_tasks = "fit"`` is FiT's own oracle (``run_fed_avg.py``): trained once (one round) for
+``central_steps`` (-1: FiT's 400) at the federated lr without weight decay, each step one task of FiT's
+``TaskResampler`` over the pool split once (``episodes.FitTasks``: 5 up to all pooled classes, up to 200
+context images and 2,000 target images), and each client's personalized accuracy taken with the POOLED
+prototypes (statistics) of its own classes (``pooled_personal``), not with its own few shots.
+
 What pooling costs on a network (``upload_bytes``): every training client's support images uploaded
 once, as PNG files (lossless; 8-bit grayscale when the image is gray, RGB otherwise) at the run's
 working resolution - the images the training uses, not the larger originals.
@@ -24,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from fedfit import seeding
-from fedfit.config import central_steps
-from fedfit.episodes import PREPROCESS_ALL_MAX, ClientTasks, PooledEpisodes, finetune
+from fedfit.config import central_steps, training_rounds
+from fedfit.episodes import PREPROCESS_ALL_MAX, ClientTasks, FitTasks, PooledEpisodes, finetune
 from fedfit.layout import Layout
 
 UPLOAD_ENCODING = "PNG (lossless; grayscale for gray images) at the working resolution"
@@ -107,11 +113,14 @@ class CentralTrainer:
         cfg = self.cfg
         self.model.reset_personal()
         self.model.load_state_arrays(self.layout.unpack(flat, copy=True))
-        steps = steps_in_round(self.total_steps, cfg["rounds"], server_round)
+        steps = steps_in_round(self.total_steps, training_rounds(cfg), server_round)
         seed = seeding.derive(cfg["seed"], "centralized", server_round)
         ft = finetune_config(cfg, server_round, steps=steps, seed=seed)
         split_rng = seeding.generator(cfg["seed"], "centralized-split", server_round)
-        if cfg["central_tasks"] == "client":  # each step one client's own task, as its fine-tuning draws it
+        if cfg["central_tasks"] == "fit":  # FiT's oracle: its tasks, split once, no weight decay
+            ft.weight_decay = 0.0
+            sampler = FitTasks(self.labels, split_rng, min_way=cfg["min_way"])
+        elif cfg["central_tasks"] == "client":  # each step one client's own task, as its fine-tuning draws it
             sampler = ClientTasks(self.labels, self.owners, ft, split_rng)
         else:
             sampler = PooledEpisodes(self.labels, cfg["shots"], split_rng, min_way=cfg["min_way"],
@@ -124,3 +133,18 @@ class CentralTrainer:
         if res.losses:
             metrics["train_loss"] = float(res.mean_loss)
         return new, metrics
+
+
+def pooled_personal(head, queries: list[tuple[int, dict[str, np.ndarray]]]) -> dict[int, float]:
+    """FiT's oracle's personalized accuracy: client -> the fraction of its query features (``queries``:
+    (client, {"query_features" (m, d), "query_labels" (m,), "class_ids" (C,)})) that ``head`` (a
+    ``global_head.GlobalHead`` over the pooled statistics of every training client) classifies right when
+    it chooses among the client's own classes only (the pooled prototypes of each client's classes)."""
+    out = {}
+    for client, q in queries:
+        cols = np.flatnonzero(np.isin(head.class_ids, q["class_ids"]))
+        if not len(cols) or not len(q["query_labels"]):
+            continue
+        logits = head.logits(q["query_features"])[:, cols]
+        out[client] = float(np.mean(head.class_ids[cols][logits.argmax(1)] == q["query_labels"]))
+    return out

@@ -197,6 +197,9 @@ def validate(cfg: Options) -> None:
     need(not (cfg["method"] == "centralized" and cfg["adapter"] == "iciia"),
          "method = centralized pools support images of many clients, but ICIIA attends over each client's own "
          "history: use method = fit or local-only with adapter = iciia")
+    need(cfg["central_tasks"] != "fit" or cfg["global_eval"] or cfg["method"] != "centralized",
+         "central_tasks = fit scores each client with the pooled prototypes of its classes, built from every "
+         "client's class statistics: it needs global_eval = true")
     need(cfg["case_training"] == "fit" or cfg["adapter"] == "case",
          f"case_training = {cfg['case_training']} is CaSE's own training: it needs adapter = case")
     need(not (cfg["adapter"] == "iciia" and cfg["history"] == 0),
@@ -258,16 +261,25 @@ def local_steps(cfg: Options) -> int:
     return FIT_LOCAL_STEPS if cfg["method"] == "local-only" else ROUND_STEPS
 
 
+def fit_oracle(cfg: Options) -> bool:
+    """Whether the run is FiT's own oracle (``method = centralized``, ``central_tasks = fit``)."""
+    return cfg["method"] == "centralized" and cfg["central_tasks"] == "fit"
+
+
 def central_steps(cfg: Options) -> int:
-    """Pooled steps of ``method = centralized`` in all (-1: rounds x clients_per_round x local steps)."""
+    """Pooled steps of ``method = centralized`` in all (-1: rounds x clients_per_round x local steps, the
+    federation's budget; FiT's oracle: its 400)."""
     if cfg["central_steps"] >= 0:
         return cfg["central_steps"]
+    if fit_oracle(cfg):
+        return FIT_LOCAL_STEPS
     return cfg["rounds"] * cfg["clients_per_round"] * local_steps(cfg)
 
 
 def training_rounds(cfg: Options) -> int:
-    """Rounds that train: ``rounds``, but 1 for local-only (every client fine-tunes once, alone)."""
-    return min(cfg["rounds"], 1) if cfg["method"] == "local-only" else cfg["rounds"]
+    """Rounds that train: ``rounds``, but 1 for local-only (every client fine-tunes once, alone) and for
+    FiT's oracle (trained once on the pool)."""
+    return min(cfg["rounds"], 1) if cfg["method"] == "local-only" or fit_oracle(cfg) else cfg["rounds"]
 
 
 def data_seed(cfg: Options) -> int:

@@ -10,8 +10,8 @@ Where context and target come from (``FineTuneConfig.split``):
   * ``"step"``: every step splits each chosen class afresh, about 50/50 (ceil(n/2) context);
   * ``"round"``: FiT's ``TaskResampler``: the support set is split once per call (once per client and
     round in federated training), every step uses all context and target images of its chosen classes.
-``PooledEpisodes`` draws client-sized tasks from many clients' pooled support sets (the centralized
-upper bound).
+``PooledEpisodes`` draws client-sized tasks from many clients' pooled support sets (the budget-matched
+centralized upper bound); ``FitTasks`` FiT's own oracle's larger tasks over the pool.
 
 Objectives (``FineTuneConfig.objective``): ``"head"``, FiT's: the Naive Bayes head's loss;
 ``"uppercase"``, UpperCaSE's meta-training step (models/uppercase.py ``learn`` in the reference): a linear
@@ -139,6 +139,35 @@ class FixedSplit:
             return None
         chosen = _choose(self.classes, self.splittable, rng, self.min_way, self.max_way)
         return _halves([self.parts[int(c)] for c in chosen])
+
+
+class FitTasks:
+    """FiT's ``TaskResampler`` over a pooled labelled set (its centralized oracle, ``central_tasks = fit``):
+    every class split once (ceil(n/2) context, the rest target); each task draws ``way`` classes between
+    min(``min_way``, K) and min(K, ``context_max``), takes min(context size, round(context_max / way))
+    random context images and min(target size, target_max // way) random target images of each."""
+
+    def __init__(self, labels: np.ndarray, rng: np.random.Generator, min_way: int = 5, context_max: int = 200,
+                 target_max: int = 2000):
+        self.split = FixedSplit(labels, rng, min_way)
+        self.context_max, self.target_max = context_max, target_max
+
+    def __call__(self, rng: np.random.Generator) -> Episode | None:
+        s = self.split
+        if not s.splittable:
+            return None
+        hi = min(len(s.classes), self.context_max)
+        chosen = _choose(s.classes, s.splittable, rng, s.min_way, hi)
+        way = len(chosen)
+        n_ctx, n_tgt = max(round(self.context_max / way), 1), max(self.target_max // way, 1)
+        ctx_idx, ctx_y, tgt_idx, tgt_y = [], [], [], []
+        for j, c in enumerate(chosen):
+            part = s.parts[int(c)]
+            k = math.ceil(len(part) / 2)
+            a, b = rng.permutation(part[:k])[:n_ctx], rng.permutation(part[k:])[:n_tgt]
+            ctx_idx.append(a); ctx_y.append(np.full(len(a), j))
+            tgt_idx.append(b); tgt_y.append(np.full(len(b), j))
+        return (np.concatenate(ctx_idx), np.concatenate(ctx_y), np.concatenate(tgt_idx), np.concatenate(tgt_y))
 
 
 class PooledEpisodes:

@@ -47,8 +47,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from fedfit import wire
 from fedfit import faults, seeding
+from fedfit.centralized import pooled_personal
 from fedfit.clock import Clock, profile_table
-from fedfit.config import eval_clients, run_name, training_rounds
+from fedfit.config import eval_clients, fit_oracle, run_name, training_rounds
 from fedfit.global_head import GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes
 from fedfit.paired import encode_answers
@@ -372,6 +373,15 @@ class Federation:
             out["query_norm_mean"] = float(np.mean(norms))
         if global_eval and stats:
             out.update(self._global_accuracy(server_round, partitions, stats, rnd))
+        pooled = out.pop("pooled_personal", None)
+        if pooled:  # FiT's oracle: the personalized accuracy is the pooled prototypes' (own support kept beside)
+            for node, acc in pooled.items():
+                c = rnd.client(node)
+                c["accuracy_own_support"], c["accuracy"] = c.get("accuracy"), acc
+            a = np.array(list(pooled.values()))
+            out["acc_extra"]["accuracy_own_support"] = out.get("acc_mean")
+            out.update(acc_mean=float(a.mean()), acc_median=float(np.median(a)), acc_p10=float(np.percentile(a, 10)),
+                       acc_std=float(a.std()), eval_clients=len(a))
         return out
 
     def _exchange(self, messages: list[Message], ahead: _Ahead | None) -> tuple[list[Message], list[Failure]]:
@@ -409,12 +419,13 @@ class Federation:
             stats = stats + [(int(r.metadata.src_node_id), r.content[wire.STATS]) for r in replies]
         by_node = self.directory.by_node
         gs = GlobalStatistics(self.setup.feature_dim, self.scatter)
-        queries = []
+        queries, by_client = [], []
         for node, rec in sorted(stats, key=lambda x: by_node[x[0]]):
             arrays = {k: v.numpy() for k, v in rec.items()}
             gs.add(by_node[node], arrays)
             if "query_features" in arrays:
                 queries.append(arrays)
+                by_client.append((node, arrays))
         out: dict[str, Any] = {"global_clients": len(gs.clients)}
         if cfg["strategy"] in ROBUST:
             dropped = gs.robust_filter()
@@ -432,6 +443,8 @@ class Federation:
         right = head.predict(feats) == labels
         out.update(global_acc=float(right.mean()), global_classes=len(head.class_ids), global_queries=int(len(labels)),
                    global_answers=encode_answers(ids, right))
+        if fit_oracle(cfg):  # FiT's oracle: each client among its own classes, with their pooled statistics
+            out["pooled_personal"] = pooled_personal(head, by_client)
         return out
 
     def _config_record(self) -> dict[str, Any]:
@@ -648,6 +661,9 @@ def _what(cfg: dict[str, Any], size: int) -> str:
         return (f"local-only (FiT's lower bound): every client fine-tunes its {sent} alone, once, "
                 f"{local_steps(cfg)} steps; nothing sent")
     if cfg["method"] == "centralized":
+        if fit_oracle(cfg):
+            return (f"centralized (FiT's oracle): {sent} trained once on the pooled support sets, "
+                    f"{central_steps(cfg)} steps of FiT's tasks; clients scored with the pooled prototypes")
         return (f"centralized (FiT's upper bound): {sent} trained on the pooled support sets, "
                 f"{central_steps(cfg)} steps")
     dp_text = '' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'

@@ -151,3 +151,61 @@ def test_centralized_with_client_tasks_trains_on_the_federations_tasks(tmp_path)
     assert pooled[1]["bytes_up_wire"] == client[1]["bytes_up_wire"] > 0
     assert client[1]["extra"]["central"]["train_steps"] == pooled[1]["extra"]["central"]["train_steps"] == 6
     assert client[1]["train_loss"] != pooled[1]["train_loss"]
+
+
+def test_fit_tasks_are_fits_task_resampler_over_the_pool(rng):
+    """``central_tasks = fit``: FiT's TaskResampler: each class split once (ceil half context); a task has 5 up
+    to all pooled classes, min(context, round(200 / way)) context and min(target, 2000 // way) target images
+    of each, context always from the context half and target from the target half."""
+    from fedfit.episodes import FitTasks
+
+    labels = np.repeat(np.arange(60), 9)                   # 60 classes x 9 images: 5 context + 4 target
+    sampler = FitTasks(labels, rng)
+    ctx_half = {c: set(sampler.split.parts[c][:5]) for c in range(60)}
+    ways = []
+    for _ in range(200):
+        ci, cy, ti, ty = sampler(rng)
+        way = int(cy.max()) + 1
+        ways.append(way)
+        per = max(round(200 / way), 1)
+        for j in range(way):
+            c = int(labels[ci[cy == j]][0])
+            assert set(labels[ci[cy == j]]) == set(labels[ti[ty == j]]) == {c}
+            assert set(ci[cy == j]) <= ctx_half[c] and not set(ti[ty == j]) & ctx_half[c]  # split once
+            assert (cy == j).sum() == min(5, per) and (ty == j).sum() == 4
+    assert min(ways) >= 5 and max(ways) > 50                # up to all 60 classes
+    few = FitTasks(np.repeat(np.arange(3), 4), rng)(rng)    # fewer than 5 classes: all of them
+    assert int(few[1].max()) + 1 == 3
+
+
+def test_pooled_personal_scores_each_client_among_its_own_classes_with_the_pooled_means():
+    """FiT's oracle's personalized accuracy: a query is right when the pooled mean of its class is the
+    nearest among the client's own classes (here a class another client holds is nearer, and ignored)."""
+    from fedfit.centralized import pooled_personal
+    from fedfit.global_head import GlobalHead
+
+    head = GlobalHead("protonets", np.array([3, 5, 8]), np.array([[0.0, 0], [1, 0], [0.45, 0]]))
+    q = {"query_features": np.array([[0.4, 0], [0.9, 0], [0.1, 0]]), "query_labels": np.array([3, 5, 3]),
+         "class_ids": np.array([3, 5])}
+    assert pooled_personal(head, [(7, q)]) == {7: pytest.approx(1.0)}  # 0.4 -> 3: 8 is not the client's
+    q8 = {**q, "class_ids": np.array([3, 5, 8])}
+    assert pooled_personal(head, [(7, q8)]) == {7: pytest.approx(2 / 3)}  # a client holding 8: 0.4 -> 8
+
+
+@pytest.mark.slow
+def test_fits_oracle_trains_once_and_scores_clients_with_the_pooled_prototypes(tmp_path):
+    """``method=centralized central_tasks=fit``: one training round of FiT's tasks without weight decay; the
+    personalized accuracy is the pooled prototypes' and the client's own-support accuracy stays beside it
+    (at round 0 equal to a federated run's personalized accuracy on the same clients)."""
+    base = [*DIGITS, "num_clients=4", "clients_per_round=2", "rounds=3", "new_users=0", f"out_dir={tmp_path}"]
+    assert cli.main(["simulate", *base, "method=centralized", "central_tasks=fit", "central_steps=4",
+                     "weight_decay=0.5", "name=oracle"]) == 0
+    assert cli.main(["simulate", *base, "method=head-only", "name=head"]) == 0
+    oracle, head = rounds(tmp_path / "oracle"), rounds(tmp_path / "head")
+    assert [r["round"] for r in oracle] == [0, 1] and oracle[1]["extra"]["central"]["train_steps"] == 4
+    assert oracle[0]["acc_extra"]["accuracy_own_support"] == pytest.approx(head[0]["acc_mean"])
+    assert oracle[0]["acc_mean"] != pytest.approx(head[0]["acc_mean"])
+    own = [c["accuracy_own_support"] for c in oracle[1]["per_client"].values()]
+    assert oracle[1]["acc_extra"]["accuracy_own_support"] == pytest.approx(np.mean(own))
+    config = json.loads((tmp_path / "oracle" / "config.json").read_text())
+    assert config["training_rounds"] == 1 and config["central_steps_resolved"] == 4
