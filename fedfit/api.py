@@ -104,7 +104,7 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
     table = markdown_table(aggregate(dirs))
     spec = load_spec(file)
     if spec.get("bounds"):
-        table += "\n\n" + bounds_table(dirs, spec["bounds"]["lower"], spec["bounds"]["upper"])
+        table += "\n\n" + bounds_table(dirs, spec["bounds"])
     if spec.get("stability"):
         table += ("\n\nLast round against round 0 and the best round. Paired: the last minus round 0 on the same "
                   "queries, mean +- SE over the training clients (personalized) or over the images (global). ok: "

@@ -15,6 +15,9 @@ An experiment file (``experiments/NAME.toml``)::
     [bounds]                    # optional: a table placing every group between two of them
     lower = "method=local-only" # group names (a run's name without "_seed=N")
     upper = "method=centralized"
+    oracle = "fit-oracle"       # optional: a second upper bound (FiT's oracle), its own columns
+    [bounds.groups]             # optional: groups placed between bounds run with their own switches
+    fit-faithful = { lower = "lower-faithful", upper = "upper-faithful", oracle = "oracle-faithful" }
     stability = true            # optional: a table of final vs round-0 vs best-round accuracy per run
     target = 0.75               # optional: a table of simulated time and bytes until the personalized
                                 # accuracy first reaches this fraction (fedfit.clock), and its figure
@@ -64,12 +67,34 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{p}: unknown sections {sorted(unknown)} (use {', '.join(SECTIONS)})")
     bounds = spec.get("bounds", {})
-    if bounds and (set(bounds) != {"lower", "upper"} or not all(isinstance(v, str) for v in bounds.values())):
-        raise ConfigError(f"{p}: [bounds] needs lower = \"GROUP\" and upper = \"GROUP\" (run names without seed)")
+    if bounds:
+        check_bounds(bounds, p)
     target = spec.get("target")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1):
         raise ConfigError(f"{p}: target is an accuracy as a fraction in (0, 1], got {target!r}")
     return spec
+
+
+BOUND_KEYS = ("lower", "upper", "oracle")  # lower and upper required; oracle: a second upper bound (optional)
+
+
+def check_bounds(bounds: dict[str, Any], where: Path) -> None:
+    """``[bounds]``: ``lower`` / ``upper`` (/ ``oracle``) group names, and ``[bounds.groups]``: per group other
+    bounds (the bounds run with that group's own switches); ConfigError naming the file otherwise."""
+    def names(b: dict[str, Any], what: str) -> None:
+        keys = set(b)
+        if not {"lower", "upper"} <= keys or keys - set(BOUND_KEYS) or not all(isinstance(v, str) for v in b.values()):
+            raise ConfigError(f"{where}: {what} needs lower = \"GROUP\" and upper = \"GROUP\" (run names without "
+                              f"seed), optionally oracle = \"GROUP\"; got {sorted(keys)}")
+
+    groups = bounds.get("groups", {})
+    names({k: v for k, v in bounds.items() if k != "groups"}, "[bounds]")
+    if not isinstance(groups, dict):
+        raise ConfigError(f"{where}: [bounds.groups] maps a group to its own bounds: GROUP = {{ lower = ..., upper = ... }}")
+    for g, b in groups.items():
+        if not isinstance(b, dict):
+            raise ConfigError(f"{where}: [bounds.groups] {g} must be a table {{ lower = ..., upper = ... }}")
+        names(b, f"[bounds.groups] {g}")
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
@@ -257,33 +282,61 @@ def _pm(values: list[float], signed: bool = False) -> str:
     return (f"{m:+.1f}" if signed else f"{m:.1f}") + (f" ± {sd:.1f}" if len(values) > 1 else "")
 
 
-def bounds_table(run_dirs: list[Path], lower: str, upper: str) -> str:
-    """Every group between the bounds, seed by seed: personalized accuracy (training clients) and new
-    users' (mean ± std over seeds), global accuracy, the paired difference to each bound (mean ± std of
-    the per-seed differences), the share of the lower-to-upper gap closed (sum of the per-seed gains
-    over the lower bound / sum of the per-seed gaps), training bytes per run; then the per-seed gap."""
+def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
+    """Every group between its bounds, seed by seed (``bounds``: the ``[bounds]`` table: ``lower``, ``upper``,
+    optionally ``oracle`` (a second upper bound), and ``groups``: per group the bounds run with its own
+    switches): personalized accuracy (training clients) and new users' (mean ± std over seeds), global
+    accuracy, the paired difference to each bound (mean ± std of the per-seed differences), the share of
+    the lower-to-upper gap closed (sum of the per-seed gains over the lower bound / sum of the per-seed
+    gaps), training bytes per run; then the per-seed gaps of every set of bounds."""
     runs = _per_seed(run_dirs)
-    if lower not in runs or upper not in runs:
-        raise ValueError(f"bounds {lower!r} / {upper!r} not among the finished groups: {sorted(runs)}")
+    default = {k: bounds[k] for k in BOUND_KEYS if k in bounds}
+    own = bounds.get("groups", {})
+    sets = [default] + [b for b in own.values() if b != default]
+    for b in sets:
+        if b["lower"] not in runs or b["upper"] not in runs:
+            raise ValueError(f"bounds {b['lower']!r} / {b['upper']!r} not among the finished groups: {sorted(runs)}")
+    is_bound = {v for b in sets for v in b.values()}
+    oracle = any("oracle" in b for b in sets)
     acc = {g: {s: r["acc_mean"] for s, r in by.items()} for g, by in runs.items()}
-    gap = _paired(acc[upper], acc[lower])
-    header = ["run", "seeds", "personalized acc (%)", "vs lower bound (paired)", "vs upper bound (paired)",
-              "gap closed", "new users (%)", "global acc (%)", "training bytes / run"]
+
+    def versus(g: str, b: dict[str, str], key: str) -> tuple[str, str]:
+        """(paired difference to bound ``key``, gap closed between lower and it)."""
+        if key not in b or b[key] not in runs:
+            return "n/a", "n/a"
+        up = b[key]
+        if g == up:
+            return "-", "-"
+        diff = _pm(_paired(acc[g], acc[up]), True)
+        if g == b["lower"]:
+            return diff, "-"
+        low = _paired(acc[g], acc[b["lower"]])
+        span = _paired({s: acc[up][s] for s in acc[g] if s in acc[up]}, acc[b["lower"]])
+        ok = low and span and sum(span) > 0 and len(low) == len(span)
+        return diff, f"{100 * sum(low) / sum(span):.0f}%" if ok else "n/a"
+
+    header = ["run", "seeds", "personalized acc (%)", "bounds", "vs lower bound (paired)", "vs upper bound (paired)",
+              "gap closed"] + (["vs oracle (paired)", "gap closed (oracle)"] if oracle else []) + \
+             ["new users (%)", "global acc (%)", "training bytes / run"]
     rows = []
     for g, by in runs.items():
-        low, up = _paired(acc[g], acc[lower]), _paired(acc[g], acc[upper])
-        span = _paired({s: acc[upper][s] for s in acc[g] if s in acc[upper]}, acc[lower])
-        closed = f"{100 * sum(low) / sum(span):.0f}%" if low and span and sum(span) > 0 and len(low) == len(span) \
-            else "n/a"
+        b = own.get(g, default)
         vals = lambda k: [r[k] for r in by.values() if r.get(k) is not None]  # noqa: E731
-        rows.append([g, str(len(by)), _pm(vals("acc_mean")), "-" if g == lower else _pm(low, True),
-                     "-" if g == upper else _pm(up, True), "-" if g in (lower, upper) else closed,
-                     _pm(vals("new_acc_mean")), _pm(vals("global_acc")),
-                     fmt.human_bytes(float(np.mean(vals("cum_bytes_wire"))))])
+        lower = "-" if g == b["lower"] else _pm(_paired(acc[g], acc[b["lower"]]), True)
+        row = [g, str(len(by)), _pm(vals("acc_mean")), "own" if g in is_bound else f"{b['lower']} / {b['upper']}",
+               lower, *versus(g, b, "upper")] + (list(versus(g, b, "oracle")) if oracle else [])
+        rows.append(row + [_pm(vals("new_acc_mean")), _pm(vals("global_acc")),
+                           fmt.human_bytes(float(np.mean(vals("cum_bytes_wire"))))])
     table = fmt.markdown_table(header, rows, "lr" + "r" * (len(header) - 2))
-    per_seed = " / ".join(f"{100 * x:+.1f}" for x in gap)
-    holds = "holds on every seed" if gap and min(gap) >= 0 else "does NOT hold on every seed"
-    return f"{table}\n\nUpper minus lower bound, per seed: {per_seed} points (upper >= lower {holds})."
+    lines = []
+    for b in sets:
+        for key in ("upper", "oracle"):
+            if key in b and b[key] in runs:
+                gap = _paired(acc[b[key]], acc[b["lower"]])
+                holds = "holds on every seed" if gap and min(gap) >= 0 else "does NOT hold on every seed"
+                lines.append(f"{b[key]} minus {b['lower']}, per seed: " + " / ".join(f"{100 * x:+.1f}" for x in gap)
+                             + f" points ({key} >= lower {holds}).")
+    return table + "\n\n" + "\n".join(lines)
 
 
 def stability_rows(run: dict[str, Any], key: str) -> tuple[float | None, float | None, float | None, int | None]:

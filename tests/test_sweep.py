@@ -5,7 +5,7 @@ import pytest
 
 from fedfit.config import ConfigError
 from fedfit.results import RoundRecord, RunWriter
-from fedfit.sweep import aggregate, load_sweep, markdown_table, replace_section, run_sweep
+from fedfit.sweep import aggregate, load_spec, load_sweep, markdown_table, replace_section, run_sweep
 
 
 def _write(tmp_path, text):
@@ -96,13 +96,37 @@ def test_bounds_table_pairs_every_group_with_the_bounds_seed_by_seed(tmp_path):
            ("method=centralized", 0): 0.80, ("method=centralized", 1): 0.78}
     for c in cfgs:
         _fake_run(c, acc[(c["name"].rsplit("_seed=", 1)[0], c["seed"])])
-    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs], "method=local-only", "method=centralized")
+    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs],
+                         {"lower": "method=local-only", "upper": "method=centralized"})
     fit = next(line for line in table.splitlines() if line.startswith("| fit |"))
     # +10 and +4 over the lower bound, -10 and -4 under the upper; gaps 20 and 8: (10 + 4) / (20 + 8) = 50%
-    assert "| 72.0 ± 2.0 | +7.0 ± 3.0 | -7.0 ± 3.0 | 50% |" in fit
+    assert "| 72.0 ± 2.0 | method=local-only / method=centralized | +7.0 ± 3.0 | -7.0 ± 3.0 | 50% |" in fit
     assert "per seed: +20.0 / +8.0 points (upper >= lower holds on every seed)" in table
     with pytest.raises(ConfigError, match=r"\[bounds\] needs lower"):
         load_sweep(_write(tmp_path, "[bounds]\nlower = 'x'\n"))
+    with pytest.raises(ConfigError, match=r"\[bounds.groups\] fit needs lower"):
+        load_sweep(_write(tmp_path, "[bounds]\nlower = 'x'\nupper = 'y'\n[bounds.groups]\nfit = { lower = 'x' }\n"))
+
+
+def test_each_group_is_placed_between_its_own_bounds_and_a_second_upper_bound(tmp_path):
+    """``[bounds.groups]``: a variant compared with the bounds run with its own switches; ``oracle``: a second
+    upper bound (FiT's oracle) with its own column and gap."""
+    from fedfit.sweep import bounds_table
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n'
+                         + "".join(f'[[run]]\nname = "{n}"\n' for n in ("a", "lo", "up", "or", "b", "lo-b", "up-b"))
+                         + '[bounds]\nlower = "lo"\nupper = "up"\noracle = "or"\n'
+                           '[bounds.groups]\nb = { lower = "lo-b", upper = "up-b" }\n')
+    _, cfgs = load_sweep(f)
+    acc = {"a": 0.7, "lo": 0.6, "up": 0.8, "or": 0.9, "b": 0.5, "lo-b": 0.4, "up-b": 0.6}
+    for c in cfgs:
+        _fake_run(c, acc[c["name"].rsplit("_seed=", 1)[0]])
+    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs], load_spec(f)["bounds"])
+    row = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| lo / up | +10.0 ± 0.0 | -10.0 ± 0.0 | 50% | -20.0 ± 0.0 | 33% |" in row["a"]
+    assert "| lo-b / up-b | +10.0 ± 0.0 | -10.0 ± 0.0 | 50% | n/a | n/a |" in row["b"]  # its own bounds, no oracle
+    assert "| own | +30.0 ± 0.0 | +10.0 ± 0.0 | 150% | - | - |" in row["or"]
+    assert "or minus lo, per seed: +30.0 / +30.0 points" in table and "up-b minus lo-b, per seed: +20.0" in table
 
 
 def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
