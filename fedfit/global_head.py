@@ -21,12 +21,41 @@ family and the global state's mixing weights, as ``fedfit.heads`` would on the u
 features (unbiased covariances T / (N - 1) and W_c / (n_c - 1); float64 on the server); a test checks
 LDA against ``heads.LDA`` fitted on the union to 1e-4.
 
-Robust strategies aggregate the statistics robustly too (``GlobalStatistics.robust_filter``): for every
-class held by at least three clients, a client's contribution to that class (count, sum, factor) is
-dropped when its class mean lies more than ``ROBUST_FACTOR`` x the median distance from the
-coordinate-wise median of the clients' class means, or when its spread (trace of W_kc / n_kc) is more
-than ``ROBUST_FACTOR`` x the median spread (median-based rules: honest clients decide the medians as
-long as they are the majority of a class's holders, as for FedMedian).
+**Claims** (``ClassLimits``; under every strategy: input validation, like a wrong feature width). A
+reply whose statistics claim more than a client of the run can hold is refused with its reason (a
+"rejected" failure, counted like every refused reply; nothing is clipped):
+
+  * counts must be whole numbers; per class at most ``shots`` (kshot and natural partitions) or the
+    client's whole support set (dirichlet); in all at most ``classes_per_client`` x ``shots`` (kshot;
+    dirichlet without ``quantity_skew``; with it, the log-normal size's 1 - 3e-7 quantile
+    size x exp(5 sigma - sigma^2 / 2)); a kshot client holds at most ``classes_per_client`` classes;
+  * ``feature_norm = l2``: every feature is a unit vector, so a class's n_c features have
+    ||s_c||^2 / n_c + trace(W_c) = n_c: a class mean outside the unit ball, or a mean and spread that
+    add up to more than unit features can (1% margin for low-precision features), is refused.
+
+So a client that claims 50,000 images of a class is refused, and a client's weight in a class's mean is
+at most its declared share (kshot: 1 / holders, every honest holder sending ``shots`` images).
+
+**Robust strategies** screen the statistics (``GlobalStatistics.robust_filter``) before the head is built:
+
+  * a class with >= 3 holders: a client's contribution (count, sum, factor) is dropped when its class
+    mean lies more than ``ROBUST_FACTOR`` x the class's median distance from the coordinate-wise median
+    of the holders' class means, or its spread (trace of W_kc / n_kc) deviates from the median spread by
+    more than ``ROBUST_FACTOR`` x that median (honest clients decide the medians while they are the
+    majority of the class's holders, as for FedMedian);
+  * a class with 2 holders: nobody can tell which of two disagreeing clients is right, so the pair is
+    compared with the federation: rho = the median, over every contribution to a class of >= 2 holders,
+    of its mean's distance from its class's coordinate-wise median (``scale``; honest clients decide it
+    while most contributions are honest). When the two means lie more than 2 x ``ROBUST_FACTOR`` x rho
+    apart (each more than ``ROBUST_FACTOR`` x rho from their midpoint) both are dropped and the class
+    leaves the global head. **Bound**: a kept hostile contribution of share s of the class's count lies
+    within 2 F rho of the honest holder's mean, so the class's global mean lies within 2 s F rho of it
+    (F = ``ROBUST_FACTOR`` = 3; kshot, s = 1/2: within 3 rho); with unit features and no screening
+    (FedAvg) the claims above still keep it within s (1.01 + ||mu_honest||) <= 1.005 of it;
+  * a class with 1 holder is that client's alone: its mean is **unscreened** (counted as
+    ``global_unscreened`` in the round's record; with unit features it lies in the unit ball);
+  * with LDA / QDA, a contribution to a class of 1 or 2 holders whose spread deviates from the
+    federation's median spread by more than ``ROBUST_FACTOR`` x that median is dropped.
 """
 from __future__ import annotations
 
@@ -39,10 +68,66 @@ from fedfit.heads import MIN_IDENTITY_WEIGHT, cholesky_safe, gaussian_log_prob
 
 ROBUST_FACTOR = 3.0
 SCATTER_HEADS = ("lda", "qda")  # heads whose global version needs second-order statistics
+UNIT_MARGIN = 0.01  # unit features: slack on ||mean||^2 + spread <= 1 for float32 / bf16 features
+SKEW_QUANTILE_Z = 5.0  # dirichlet with quantity_skew: a client's size limit at this z of the log-normal
 
 
 def needs_scatter(head: str) -> bool:
     return head in SCATTER_HEADS
+
+
+@dataclass(frozen=True)
+class ClassLimits:
+    """What one client of the run can claim in its class statistics (module docstring, "Claims"):
+    ``per_class`` images of one class, ``per_client`` images in all, ``classes`` classes (None: no
+    limit), ``unit``: every feature is a unit vector (``feature_norm = l2``)."""
+
+    per_class: int | None = None
+    per_client: int | None = None
+    classes: int | None = None
+    unit: bool = False
+
+    @classmethod
+    def of(cls, cfg: dict) -> "ClassLimits":
+        """The limits the run's declared partition implies (``partition``, ``shots``,
+        ``classes_per_client``, ``quantity_skew``, ``feature_norm``)."""
+        unit = cfg.get("feature_norm") == "l2"
+        shots, per = int(cfg["shots"]), int(cfg["classes_per_client"])
+        if cfg["partition"] == "natural":
+            return cls(per_class=shots, unit=unit)
+        if cfg["partition"] == "dirichlet":
+            size, sigma = per * shots, float(cfg.get("quantity_skew", 0.0))
+            if sigma > 0:  # the partition's log-normal size, max(4, round(size exp(sigma z - sigma^2 / 2)))
+                size = max(4, int(np.ceil(size * np.exp(SKEW_QUANTILE_Z * sigma - sigma ** 2 / 2))))
+            return cls(per_class=size, per_client=size, unit=unit)
+        return cls(per_class=shots, per_client=per * shots, classes=per, unit=unit)
+
+    def check(self, stats: dict[str, np.ndarray]) -> None:
+        """ValueError naming the first claim no client of the run can make (validated arrays of
+        ``wire.class_stats_of``: counts (C,), sums (C, d), optional factor / factor_rows)."""
+        counts = np.asarray(stats["counts"], np.float64)
+        if np.any(counts != np.round(counts)):
+            raise ValueError("class counts that are not whole numbers of images")
+        held = int((counts > 0).sum())
+        if self.classes is not None and held > self.classes:
+            raise ValueError(f"statistics of {held} classes; a client of this run holds at most {self.classes}")
+        if self.per_class is not None and counts.size and counts.max() > self.per_class:
+            raise ValueError(f"a count of {counts.max():.0f} images of one class; a client of this run holds at most "
+                             f"{self.per_class}")
+        if self.per_client is not None and counts.sum() > self.per_client:
+            raise ValueError(f"counts adding up to {counts.sum():.0f} images; a client of this run holds at most "
+                             f"{self.per_client}")
+        if not self.unit:
+            return
+        n = np.maximum(counts, 1.0)
+        energy = (np.asarray(stats["sums"], np.float64) ** 2).sum(1) / n  # ||s_c||^2 / n_c = n_c ||mu_c||^2
+        if "factor" in stats:
+            rows = np.concatenate([[0], np.cumsum(stats["factor_rows"])])
+            sq = np.concatenate([[0.0], np.cumsum((np.asarray(stats["factor"], np.float64) ** 2).sum(1))])
+            energy = energy + sq[rows[1:]] - sq[rows[:-1]]  # + trace(W_c)
+        if np.any(energy > counts * (1 + UNIT_MARGIN) + 1e-6):
+            raise ValueError("class statistics that unit-length features cannot have (a mean outside the unit ball, "
+                             "or a mean and spread adding up to more than 1)")
 
 
 def _centered_factor(x: np.ndarray) -> np.ndarray:
@@ -119,18 +204,42 @@ class GlobalStatistics:
     def clients(self) -> set[int]:
         return {k.client for parts in self.by_class.values() for k in parts}
 
+    def _distances(self) -> dict[int, np.ndarray]:
+        """Per class of >= 2 holders: each contribution's mean's distance from the coordinate-wise
+        median of the class's means (holders,)."""
+        out = {}
+        for c, parts in self.by_class.items():
+            if len(parts) >= 2:
+                means = np.stack([k.mean for k in parts])
+                out[c] = np.linalg.norm(means - np.median(means, axis=0), axis=1)
+        return out
+
+    def scale(self) -> float:
+        """rho: the median distance of a contribution's mean from its class's coordinate-wise median, over
+        every contribution to a class of >= 2 holders (0 when there is none)."""
+        return _median_all(self._distances())
+
+    def unscreened(self) -> int:
+        """Classes held by a single client: no rule compares their mean with anyone's."""
+        return sum(len(parts) == 1 for parts in self.by_class.values())
+
     def robust_filter(self) -> list[tuple[int, int]]:
         """Drop outlying contributions (module docstring); returns the (client, class) pairs dropped."""
+        dist = self._distances()
+        rho = _median_all(dist)
+        every = [k.spread for parts in self.by_class.values() for k in parts]
+        fed_spread = float(np.median(every)) if every else 0.0
         dropped = []
         for c, parts in self.by_class.items():
-            if len(parts) < 3:
-                continue
-            means = np.stack([k.mean for k in parts])
-            dist = np.linalg.norm(means - np.median(means, axis=0), axis=1)
-            bad = dist > ROBUST_FACTOR * np.median(dist) + 1e-12
-            if self.scatter:
-                spread = np.array([k.spread for k in parts])
+            spread = np.array([k.spread for k in parts])
+            if len(parts) >= 3:
+                bad = dist[c] > ROBUST_FACTOR * np.median(dist[c]) + 1e-12
                 med = np.median(spread)
+            else:  # 1 or 2 holders: against the federation's scales
+                bad = dist[c] > ROBUST_FACTOR * rho + 1e-12 if len(parts) == 2 else np.zeros(1, bool)
+                bad = np.repeat(bad.any(), len(parts))  # two that disagree: neither can be trusted
+                med = fed_spread
+            if self.scatter:
                 bad |= np.abs(spread - med) > ROBUST_FACTOR * med + 1e-12
             dropped += [(k.client, c) for k, b in zip(parts, bad) if b]
             self.by_class[c] = [k for k, b in zip(parts, bad) if not b]
@@ -179,6 +288,10 @@ class GlobalStatistics:
                 extra = 0 if k.factor is None else 4 * k.factor.size + 8
                 per[k.client] = per.get(k.client, 0) + 8 + 4 + 4 * self.dim + extra
         return float(np.mean(list(per.values()))) if per else 0.0
+
+
+def _median_all(values: dict[int, np.ndarray]) -> float:
+    return float(np.median(np.concatenate(list(values.values())))) if values else 0.0
 
 
 @dataclass

@@ -63,6 +63,8 @@ class RoundRecord:
                                       # right (fedfit.paired.encode_answers): the paired change between rounds
     global_dropped: list[dict[str, int]] = field(default_factory=list)  # robust strategies: {client, class}
                                       # contributions left out of the global statistics as outliers
+    global_unscreened: int | None = None  # robust strategies: classes of the global head held by one client
+                                      # (their means compared with no one's; fedfit.global_head)
     eval_clients: int = 0             # training clients evaluated
     new_acc_mean: float | None = None  # personalized accuracy of new users (held out: never trained)
     new_acc_median: float | None = None

@@ -141,10 +141,11 @@ QUERY_KEYS = {"query_features", "query_labels", "query_ids"}
 
 
 def class_stats_of(record: ArrayRecord, dim: int | None = None, scatter: bool = False,
-                   queries: bool = False) -> dict[str, np.ndarray]:
+                   queries: bool = False, limits=None) -> dict[str, np.ndarray]:
     """The validated arrays of a "stats" record (keys above): shapes, dtypes, feature width ``dim``,
     finite non-negative counts, distinct class ids; ``scatter``: the factor rows must be there and add
-    up; ``queries``: the query features must be there. ValueError naming what is wrong."""
+    up; ``queries``: the query features must be there; ``limits`` (``fedfit.global_head.ClassLimits``):
+    no claim beyond what a client of the run can hold. ValueError naming what is wrong."""
     a = _numpy(record) if isinstance(record, ArrayRecord) else {}
     want = CLASS_KEYS | (FACTOR_KEYS if scatter else set()) | (QUERY_KEYS if queries else set())
     if set(a) != want:
@@ -167,6 +168,8 @@ def class_stats_of(record: ArrayRecord, dim: int | None = None, scatter: bool = 
         if not np.all(np.isfinite(fac)):
             raise ValueError("scatter factor holds non-finite values")
         out.update(factor=fac.astype(np.float32), factor_rows=rows.astype(np.int64))
+    if limits is not None:
+        limits.check(out)
     if queries:
         qf, ql, qi = a["query_features"], a["query_labels"], a["query_ids"]
         if qf.ndim != 2 or qf.shape[1] != width or ql.shape != (qf.shape[0],) or qi.shape != ql.shape \

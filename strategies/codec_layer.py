@@ -7,7 +7,8 @@ node was sent is remembered.
 
 Incoming: every reply is validated once, before any strategy sees it: an error reply, a missing
 reply (timeout), a wrong layout fingerprint, bad metrics or ``num-examples``, undecodable or
-non-finite arrays, class statistics or query features of the wrong width, shape or values - each
+non-finite arrays, class statistics or query features of the wrong width, shape or values, class
+statistics claiming more than a client of the run can hold (``global_head.ClassLimits``) - each
 becomes a ``Failure`` with its reason and the reply is dropped. Good training replies are decoded into float32 "state" records; with ``delta`` the
 update is added to the full-precision state the server sent (not to its lossy downlink copy), so a
 zero update leaves the global exactly where it was.
@@ -40,11 +41,12 @@ class CodecGrid:
     """``send_and_receive`` returns only valid replies (decoded); ``take_failures()`` the rest."""
 
     def __init__(self, grid, codec_down: str, codec_up: str, delta: bool, layout_fingerprint: int, state_size: int,
-                 feature_dim: int | None = None, scatter: bool = False):
+                 feature_dim: int | None = None, scatter: bool = False, class_limits=None):
         self._grid = grid
         self.codec_down, self.codec_up = create_codec(codec_down), create_codec(codec_up)
         self.delta, self.fingerprint, self.n, self.feature_dim = delta, layout_fingerprint, state_size, feature_dim
         self.scatter = scatter  # class statistics carry scatter factors (LDA / QDA global heads)
+        self.class_limits = class_limits  # fedfit.global_head.ClassLimits: what a client can claim (None: unchecked)
         self._failures: list[Failure] = []
 
     def __getattr__(self, name):
@@ -114,7 +116,7 @@ class CodecGrid:
         rec = reply.content.get(wire.STATS)
         if not isinstance(rec, ArrayRecord):
             raise ValueError("reply carries no 'stats' record (class statistics for the global head)")
-        return wire.arrays_record(wire.class_stats_of(rec, self.feature_dim, self.scatter, queries))
+        return wire.arrays_record(wire.class_stats_of(rec, self.feature_dim, self.scatter, queries, self.class_limits))
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Valid replies only. One exchange may send a node a training and an evaluation message (the next

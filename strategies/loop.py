@@ -50,7 +50,7 @@ from fedfit import faults, seeding
 from fedfit.centralized import pooled_personal
 from fedfit.clock import Clock, profile_table
 from fedfit.config import eval_clients, fit_oracle, run_name, training_rounds
-from fedfit.global_head import GlobalStatistics, needs_scatter
+from fedfit.global_head import ClassLimits, GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes
 from fedfit.paired import encode_answers
 from fedfit.preflight import RunSetup, prepare
@@ -137,7 +137,7 @@ class Federation:
         self.scatter = needs_scatter(self.setup.head)
         self.grid = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"],
                               self.layout.fingerprint, self.layout.size, feature_dim=self.setup.feature_dim,
-                              scatter=self.scatter)
+                              scatter=self.scatter, class_limits=ClassLimits.of(cfg))
         self.directory = NodeDirectory(self.setup.partitions)
         self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"])
         self.local_only = cfg["method"] == "local-only"
@@ -430,6 +430,7 @@ class Federation:
         if cfg["strategy"] in ROBUST:
             dropped = gs.robust_filter()
             out["global_dropped"] = [{"client": c, "class": k} for c, k in dropped]
+            out["global_unscreened"] = gs.unscreened()
         if not queries or not gs.by_class:
             return out
         e = self.layout.unpack(wire.state_of(self.arrays), copy=True).get("head/e")

@@ -176,9 +176,12 @@ def test_class_statistics_of_another_width_are_refused_and_the_run_goes_on(tmp_p
 @pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
 def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path, strategy):
     """A client that sends its class sums x 100 moves FedAvg's global class means freely; with a robust
-    strategy its contributions are dropped and the global head is the honest clients' one."""
+    strategy its contributions are dropped and the global head is the honest clients' one. Raw features
+    (feature_norm = none): with unit features such sums are refused by the claim check under every strategy
+    (``test_claims_no_client_can_make_are_refused_under_fedavg_too``)."""
     cfg = _cfg(tmp_path, name=strategy, rounds=0, global_eval=True, strategy=strategy, num_clients=8,
-               classes_per_client=8, new_users=0, clients_per_round=5)  # every client holds 8 of the 10 digits
+               classes_per_client=8, new_users=0, clients_per_round=5,  # every client holds 8 of the 10 digits
+               feature_norm="none")
 
     def hook(pid, msg):
         if pid != 3 or msg.metadata.message_type != "evaluate":
@@ -190,12 +193,37 @@ def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path
     clean = {**cfg, "name": strategy + "-clean"}
     _run(clean)
     honest = _rounds(clean)[0]
+    assert hostile["failures"] == []  # raw features: no claim is beyond what a client can hold
     if strategy == "fedavg":
         assert hostile["global_dropped"] == [] and hostile["global_acc"] < honest["global_acc"] - 0.1
+        assert hostile["global_unscreened"] is None
     else:
         assert {d["client"] for d in hostile["global_dropped"]} == {3} and len(hostile["global_dropped"]) == 8
-        assert honest["global_dropped"] == []
+        assert honest["global_dropped"] == [] and hostile["global_unscreened"] == 0
         assert abs(hostile["global_acc"] - honest["global_acc"]) <= 0.05
+
+
+@pytest.mark.parametrize("what", ["count", "sums"])
+def test_claims_no_client_can_make_are_refused_under_fedavg_too(tmp_path, what):
+    """A client claiming 50,000 images of each of its classes (its class means unchanged), or class sums
+    x 100 (class means outside the unit ball of l2 features), is refused with the reason and counted, and
+    the global head is the other clients' - under FedAvg, which screens nothing (``global_head.ClassLimits``)."""
+    cfg = _cfg(tmp_path, name=what, rounds=0, global_eval=True)
+    claim = {"count": lambda a: {**a, "counts": np.full_like(a["counts"], 50_000),
+                                 "sums": a["sums"] * (50_000 / a["counts"])[:, None]},
+             "sums": lambda a: {**a, "sums": a["sums"] * 100}}[what]
+
+    def hook(pid, msg):
+        if pid != 2 or msg.metadata.message_type != "evaluate":
+            return None
+        return _replace_stats(cfg, pid, msg, claim)
+
+    summary, _ = _run(cfg, hook=hook)
+    r = _rounds(cfg)[0]
+    (f,) = r["failures"]
+    reason = "50000 images of one class; a client of this run holds at most 5" if what == "count" else "unit-length"
+    assert f["client"] == 2 and f["kind"] == "rejected" and reason in f["reason"]
+    assert r["global_clients"] == 3 and r["global_acc"] is not None and summary["failures"] == 1
 
 
 def test_fewer_nodes_than_partitions_start_at_once_and_say_which_are_missing(tmp_path, monkeypatch):
