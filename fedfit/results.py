@@ -73,6 +73,7 @@ class RoundRecord:
     acc_extra: dict[str, float] = field(default_factory=dict)      # the adapter's own heads (accuracy_linear...)
     new_acc_extra: dict[str, float] = field(default_factory=dict)  # the same for new users
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
+    update_norm: float | None = None  # L2 norm of this round's change of the global state (the aggregated step)
     dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta), no
                                       # amplification by sampling (Flower's)
     dp_epsilon_sampled: float | None = None  # the same with the server's sampling (k of n, without replacement)

@@ -533,6 +533,7 @@ class Federation:
                 if ahead.clock_now is not None:
                     self.clock.now = ahead.clock_now
             upload = 0
+            before = wire.state_of(self.arrays)
             if server_round == 0:
                 clients, loss = 0, None
             elif self.centralized:
@@ -542,6 +543,8 @@ class Federation:
                                  if ahead.messages else (0, None))
             else:
                 clients, loss = self.train(server_round, rnd)
+            moved = None if self.local_only or server_round == 0 else \
+                float(np.linalg.norm(wire.state_of(self.arrays).astype(np.float64) - before))
             due = server_round % cfg["eval_every"] == 0 or server_round == rounds
             ahead = self._plan_ahead(server_round + 1) if due and server_round < rounds else None
             ev = self.evaluate(server_round, rnd, ahead) if due else {}
@@ -563,7 +566,7 @@ class Federation:
                     c[f"{t.direction}_wire"] = c.get(f"{t.direction}_wire", 0) + t.wire
             rec = RoundRecord(
                 round=server_round, clients=clients, **b, cum_bytes_down_wire=cum_down, cum_bytes_up_wire=cum_up,
-                cum_bytes_wire=cum_down + cum_up, train_loss=loss,
+                cum_bytes_wire=cum_down + cum_up, train_loss=loss, update_norm=moved,
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
                 failed=sum(f["kind"] in COUNTED for f in rnd.failures),
                 dp_epsilon=self.ledger.epsilon(self.strategy), dp_epsilon_sampled=self.ledger.epsilon_sampled(self.strategy),

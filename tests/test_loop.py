@@ -79,6 +79,23 @@ def test_a_reply_without_train_loss_is_aggregated(tmp_path):
     assert r["clients"] == 4 and r["failed"] == 0 and "train_loss" not in r["per_client"]["1"]
 
 
+def test_a_rounds_update_norm_is_how_far_the_global_state_moved(tmp_path):
+    """``update_norm`` of a round: the L2 norm of the aggregated change (here the final state minus the
+    initial one), smaller than the clients' own update norms averaged when their updates disagree."""
+    from fedfit.federated import initial_state
+    from fedfit.results import read_run
+
+    cfg = _cfg(tmp_path, name="norm", rounds=1)
+    _run(cfg)
+    r = _rounds(cfg)
+    layout, start = initial_state(cfg)
+    final = layout.pack(read_run(tmp_path / "norm").final_state())
+    assert r[0]["update_norm"] is None
+    assert r[1]["update_norm"] == pytest.approx(float(np.linalg.norm(final.astype(np.float64) - start)), rel=1e-6)
+    own = [c["update_norm"] for c in r[1]["per_client"].values() if "update_norm" in c]
+    assert len(own) == 2 and 0 < r[1]["update_norm"] < np.mean(own)
+
+
 def _ctx(cfg, pid):
     from flwr.app import Context
 
