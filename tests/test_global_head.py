@@ -105,8 +105,8 @@ def test_a_client_claiming_50000_images_of_a_two_holder_class_barely_moves_its_g
     at the far side of the unit sphere: refused under every strategy (a kshot client holds at most 5 images of
     a class), so the class's mean is client 1's. Claiming the 5 images it may hold, with any mean the checks
     accept, it keeps the class's global mean within ROBUST_FACTOR x rho = 3 rho of client 1's mean under a
-    robust strategy (or drops the class) and within 1.005 (the unit ball) under FedAvg. Without the claim
-    check the 50,000 images would own 99.99% of the class's mean."""
+    robust strategy (or drops the class) and within 1.003 (the unit ball, 1% margin) under FedAvg. Without
+    the claim check the 50,000 images would own 99.99% of the class's mean."""
     cfg, plans, honest = federation
     limits = ClassLimits.of(cfg)
     c, (good, bad) = 0, [p.client_id for p in plans if 0 in p.classes]
@@ -132,7 +132,7 @@ def test_a_client_claiming_50000_images_of_a_two_holder_class_barely_moves_its_g
             attacked = _attack(honest, bad, c, cfg["shots"], h)
             fedavg, refused, _ = _server(attacked, limits, robust=False)
             assert refused == {}
-            assert np.linalg.norm(_class_mean(fedavg, c) - mu_good) <= 0.5 * (1.01 + np.linalg.norm(mu_good))
+            assert np.linalg.norm(_class_mean(fedavg, c) - mu_good) <= 0.5 * (np.sqrt(1.01) + np.linalg.norm(mu_good))
             gs, refused, rho = _server(attacked, limits, robust=True)
             m = _class_mean(gs, c)
             if m is not None:
