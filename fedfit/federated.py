@@ -17,10 +17,10 @@ Queries (``query_split``) come from the source's test split where it has one, el
 images no client trains on (``fedfit.data.partition``); support and history images always come from
 the training split.
 
-An adapter's personal state (UpperCaSE's linear head, ICIIA's history features) never leaves the
-client: ``ClientWork`` loads it from the client's state store before each piece of work (or starts
-it afresh for a client seen for the first time) and saves it after, so the model object that serves
-many clients in one process carries nothing from one client to the next.
+An adapter's personal state (ICIIA's history features) never leaves the client: ``ClientWork``
+loads it from the client's state store before each piece of work (or starts it afresh for a client
+seen for the first time) and saves it after, so the model object that serves many clients in one
+process carries nothing from one client to the next.
 
 Per process, a small bounded cache keeps the built model (backbone load ~1 s), the decoded data set
 (memory-mapped from fedfit's cache) and the partition plan (indices); a client's images are copied

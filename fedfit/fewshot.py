@@ -61,7 +61,7 @@ def run_fewshot(model: FewShotModel, data: ImageSet, way: int, shot: int, query:
     for t in range(tasks):
         task = sample_task(data, way, shot, query, rng)
         model.adapter.reset()
-        model.reset_personal()  # every task starts afresh (e.g. UpperCaSE's head)
+        model.reset_personal()  # every task starts afresh (e.g. ICIIA's history)
         t0 = time.perf_counter()
         for h in heads:
             model.head = _head(h, shot, temperature).to(device)

@@ -618,8 +618,8 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
 
 def overlaps(cfg: dict[str, Any]) -> bool:
     """Whether a round's evaluation goes out with the next round's training (``overlap_eval``): not for
-    the bounds, nor for adapters with personal state (UpperCaSE's head, ICIIA's history), which a
-    client's evaluation writes and its next training reads."""
+    the bounds, nor for adapters with personal state (ICIIA's history), which a client's evaluation
+    writes and its next training reads."""
     from fedfit.adapters import ADAPTERS
     from fedfit.federated import adapter_name
 

@@ -177,6 +177,26 @@ def test_training_changes_shared_state(lite0, clients, name):
     assert set(r.extra) == ({"accuracy_linear", "loss_linear"} if name == "case" else set())
 
 
+def test_uppercase_evaluation_head_is_fitted_from_zeros_every_time(lite0, clients):
+    """UpperCaSE's ``predict``: the linear head starts from zeros at every evaluation, so evaluating a
+    client again, after another client's evaluation and after training, gives what a model that never
+    evaluated anything gives (nothing of an earlier head is kept)."""
+    a, b = clients
+    m = _model(lite0, "case", linear_steps=20)
+    first = evaluate(m, a.support_x, a.support_y, a.query_x, a.query_y, seed=3).extra
+    evaluate(m, b.support_x, b.support_y, b.query_x, b.query_y, seed=4)  # another client's head in between
+    assert evaluate(m, a.support_x, a.support_y, a.query_x, a.query_y, seed=3).extra == first
+    assert m.personal_state_arrays() == {}
+    finetune(m, b.support_x, b.support_y, FineTuneConfig(steps=1, lr=0.01, seed=0, objective="uppercase",
+                                                         linear_steps=5))
+    trained = m.state_arrays()
+    later = evaluate(m, a.support_x, a.support_y, a.query_x, a.query_y, seed=3).extra
+    fresh = _model(lite0, "case", linear_steps=20)
+    fresh.load_state_arrays(trained)
+    assert evaluate(fresh, a.support_x, a.support_y, a.query_x, a.query_y, seed=3).extra == later
+    assert later != first  # the trained blocks changed the features the head is fitted on
+
+
 def test_case_context_forward_is_in_the_graph_and_task_is_cleared(lite0, rng):
     m = _model(lite0, "case")
     with torch.no_grad():
@@ -235,7 +255,7 @@ def test_no_leaks_between_clients_on_one_model(lite0, clients, name):
     b1, _ = _client_work(shared, b, s0, None)
     a2, _ = _client_work(shared, a, s0, pa)
     assert not set(pa) & set(shared.state_arrays())  # personal state is never shared state
-    assert pa and shared.state_arrays().keys() == s0.keys()
+    assert bool(pa) == (name == "iciia") and shared.state_arrays().keys() == s0.keys()  # CaSE keeps nothing
 
     fresh_a = _model(lite0, name, **opts)
     a1f, paf = _client_work(fresh_a, a, s0, None)
@@ -247,21 +267,20 @@ def test_no_leaks_between_clients_on_one_model(lite0, clients, name):
 
 
 def test_personal_state_validation(lite0):
-    case = _model(lite0, "case")
-    with pytest.raises(ValueError, match="unexpected"):
-        case.load_personal_state_arrays({"adapter/linear/weight": np.zeros((5, 1280)), "adapter/linear/bias": np.zeros(5),
-                                         "adapter/other": np.zeros(1)})
-    with pytest.raises(ValueError, match="adapter/"):
-        case.load_personal_state_arrays({"linear/weight": np.zeros((5, 1280))})
     iciia = _model(lite0, "iciia")
+    with pytest.raises(ValueError, match="unexpected"):
+        iciia.load_personal_state_arrays({"adapter/history": np.zeros((2, 1280)), "adapter/other": np.zeros(1)})
+    with pytest.raises(ValueError, match="adapter/"):
+        iciia.load_personal_state_arrays({"history": np.zeros((2, 1280))})
     with pytest.raises(ValueError, match="non-finite"):
         iciia.load_personal_state_arrays({"adapter/history": np.full((2, 1280), np.nan)})
     with pytest.raises(ValueError, match="1280"):
         iciia.load_personal_state_arrays({"adapter/history": np.zeros((2, 7))})
-    film = _model(lite0, "film")
-    assert film.personal_state_arrays() == {}
-    with pytest.raises(ValueError, match="no personal state"):
-        film.load_personal_state_arrays({"adapter/x": np.zeros(1)})
+    for name in ("film", "case"):  # CaSE: UpperCaSE's linear head is refitted at every evaluation, never kept
+        m = _model(lite0, name)
+        assert m.personal_state_arrays() == {} and not m.adapter.has_personal_state
+        with pytest.raises(ValueError, match="no personal state"):
+            m.load_personal_state_arrays({"adapter/linear/weight": np.zeros((5, 1280))})
 
 
 # ---------------------------------------------------------------- unlabelled history per client

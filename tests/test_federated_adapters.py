@@ -34,7 +34,7 @@ def test_each_adapter_runs_federated(tmp_path, capsys, adapter, shared):
     assert r1["clients"] == 2 and r1["bytes_up_payload"] == 2 * 4 * shared  # shared state only, fp32
     assert r1["acc_mean"] is not None and r1["new_acc_mean"] is not None and r1["global_acc"] is not None
     if adapter == "case":
-        assert s["personal_parameters"] == 5 * 1280 + 5  # UpperCaSE's linear head: (C, D) + (C,)
+        assert s["personal_parameters"] == 0  # UpperCaSE's linear head is refitted from zeros, never kept
         assert 0 <= r1["acc_extra"]["accuracy_linear"] <= 1
     if adapter == "iciia":
         assert s["personal_parameters"] == 5 * 5 * 1280  # 5 history images per class, D = 1280 features
@@ -89,7 +89,7 @@ def test_personal_state_is_never_on_the_wire(tmp_path):
     from strategies.inline import InlineGrid
     from strategies.loop import run_federation
 
-    cfg = load_config(overrides={**BASE, "adapter": "case", "out_dir": str(tmp_path), "name": "wire",
+    cfg = load_config(overrides={**BASE, "adapter": "iciia", "out_dir": str(tmp_path), "name": "wire",
                                  "global_eval": True})
     sent = []
 
@@ -106,13 +106,31 @@ def test_personal_state_is_never_on_the_wire(tmp_path):
     run_federation(Sniffer(make_client_app(cfg), num_partitions(cfg)), cfg, progress=lambda s: None)
     store = ClientStateStore(tmp_path / "wire" / "clients.sqlite")
     personal = [a for p in store.partitions() for a in store.get_all(p, PERSONAL, 1 << 60).values()]
-    assert personal and all(np.abs(a).max() > 0 for a in personal)  # trained linear heads
+    assert personal and all(np.abs(a).max() > 0 for a in personal)  # ICIIA's history features
     wire_bytes = b"".join(sent)
     for a in personal:
-        a = np.asarray(a, np.float32)
-        rows = a[:, :64] if a.ndim == 2 else a[None]  # a 256-byte stretch of every row; a vector whole
-        for row in rows:
-            assert row.tobytes() not in wire_bytes
+        for row in np.asarray(a, np.float32).reshape(-1, 64):  # every 256-byte stretch with values in it
+            if np.count_nonzero(row) >= 8:  # (runs of zeros from the ReLU are on the wire anyway)
+                assert row.tobytes() not in wire_bytes
+
+
+def test_case_evaluation_does_not_depend_on_the_clients_earlier_evaluations(tmp_path):
+    """UpperCaSE's evaluation head is fitted from zeros every time (the reference's ``predict``): a
+    client's round-2 evaluation after its round-1 evaluation (and training) equals that of a client
+    evaluated for the first time, and its state store holds nothing of CaSE."""
+    from fedfit import federated
+
+    cfg = load_config(overrides={**BASE, "adapter": "case", "case_training": "uppercase", "case_linear_steps": 20})
+    _, flat = initial_state(cfg)
+    store = ClientStateStore(tmp_path / "a.sqlite")
+    w = _work(cfg, 0, store)
+    w.evaluate(flat, 1)
+    w.train(flat, 2)
+    seen, _ = w.evaluate(flat, 2)
+    assert not [p for p in store.partitions() if store.get_all(p, PERSONAL, 1 << 60)]
+    federated._MODELS.clear()
+    first, _ = _work(cfg, 0, ClientStateStore(tmp_path / "b.sqlite")).evaluate(flat, 2)
+    assert {k: v for k, v in seen.items() if "seconds" not in k} == {k: v for k, v in first.items() if "seconds" not in k}
 
 
 def test_uppercase_training_updates_case_through_its_linear_heads_loss(monkeypatch):

@@ -117,20 +117,21 @@ def test_personal_state_saved_from_and_loaded_to_the_gpu(tmp_path):
     from fedfit.client_state import ClientStateStore
     from fedfit.federated import PERSONAL, ClientWork, initial_state
 
-    cfg = _gpu_cfg(adapter="case")
+    cfg = _gpu_cfg(adapter="iciia")
     _, flat = initial_state(cfg)
     store = ClientStateStore(tmp_path / "s.sqlite")
     w = ClientWork(cfg, 0, store=store)
-    w.evaluate(flat, 1)  # trains UpperCaSE's linear head on the GPU, saves it (CPU arrays)
+    w.evaluate(flat, 1)  # ICIIA's history features embedded on the GPU, saved (CPU arrays)
     saved = store.get_all(0, PERSONAL, 1 << 60)
     assert saved and all(isinstance(a, np.ndarray) for a in saved.values())
-    with w.personal(version=1 << 40, save=False):  # loaded back: the same numbers
-        np.testing.assert_array_equal(w.model.personal_state_arrays()["adapter/linear/weight"],
-                                      saved[PERSONAL + "adapter/linear/weight"])
-    ev, _ = w.evaluate(flat, 2)  # warm-starts from the saved head, on the GPU, and saves it again
-    assert 0 <= ev["accuracy_linear"] <= 1
+    with w.personal(version=1 << 40, save=False):  # loaded back onto the GPU: the same numbers
+        assert w.model.adapter._history.device.type == "cuda"
+        np.testing.assert_array_equal(w.model.personal_state_arrays()["adapter/history"],
+                                      saved[PERSONAL + "adapter/history"])
+    ev, _ = w.evaluate(flat, 2)  # attends over the loaded history, on the GPU, and saves it again
+    assert 0 <= ev["accuracy"] <= 1
     again = store.get_all(0, PERSONAL, 1 << 60)
-    assert not np.array_equal(again[PERSONAL + "adapter/linear/weight"], saved[PERSONAL + "adapter/linear/weight"])
+    np.testing.assert_array_equal(again[PERSONAL + "adapter/history"], saved[PERSONAL + "adapter/history"])
 
 
 @cuda

@@ -6,9 +6,9 @@ that is trained. Its state comes in two kinds, each an ordered dict of named flo
 * SHARED state (``state_arrays`` / ``load_state_arrays``): the registered parameters; aggregated by the
   server and sent every round.
 * PERSONAL state (``personal_state_arrays`` / ``load_personal_state_arrays`` / ``reset_personal``):
-  what stays on ONE client across rounds and is never sent (UpperCaSE's linear head, ICIIA's history
-  features). It is never an ``nn.Parameter`` of the adapter, so it is never in ``state_arrays`` nor
-  in ``trainable_parameters``. Loading replaces it whole: nothing of the previous client survives.
+  what stays on ONE client across rounds and is never sent (ICIIA's history features). It is never
+  an ``nn.Parameter`` of the adapter, so it is never in ``state_arrays`` nor in
+  ``trainable_parameters``. Loading replaces it whole: nothing of the previous client survives.
 
 Hooks, in the order a forward meets them (defaults do nothing, so FiLM / none / full ignore them):
 
@@ -96,7 +96,7 @@ class Adapter(nn.Module):
     def extra_eval(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
                    query_y: torch.Tensor, num_classes: int, seed: int = 0) -> dict[str, float]:
         """Extra metrics from support features (n, D) + labels and query features (m, D) + labels,
-        e.g. ``{"accuracy_linear": 0.71}``. May update personal state (a warm-started head)."""
+        e.g. ``{"accuracy_linear": 0.71}``. May update personal state."""
         return {}
 
     def reseed(self, seed: int) -> None:

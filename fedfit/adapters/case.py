@@ -25,23 +25,27 @@ residual: FiT's FiLM positions; timm's ``BatchNormAct2d`` includes the activatio
 conv's activation (``bn2``) and after global pooling (``global_pool``): 19 blocks, 426,192 parameters
 on Lite0 (1,704,768 bytes fp32). The blocks are the SHARED state.
 
-UpperCaSE's linear head (PERSONAL state, ``linear/weight`` (C, D), ``linear/bias`` (C,)): in
-``extra_eval`` it is trained on the support features (computed once without gradients): Adam, lr
-linear from 1e-3 to 1e-5 over ``linear_steps`` (500), weight decay 1e-5, minibatches of 128 drawn with
-replacement, starting from zeros for a new client and from the client's previous head otherwise (warm
-start across rounds). Reported as ``accuracy_linear`` / ``loss_linear`` beside the Naive Bayes head's.
+UpperCaSE's linear head (weight (C, D), bias (C,)): in ``extra_eval`` it is fitted on the support
+features (computed once without gradients) FROM ZEROS at every evaluation, as the reference's
+``predict`` does (models/uppercase.py): Adam, lr linear from 1e-3 to 1e-5 over ``linear_steps`` (500),
+weight decay 1e-5, minibatches of 128 drawn with replacement; then dropped. Reported as
+``accuracy_linear`` / ``loss_linear`` beside the Naive Bayes head's. So an evaluation depends only on
+the shared blocks, the client's support / query sets and the evaluation's seed, never on an earlier
+round's head (with either ``case_training``), and CaSE keeps NO personal state: nothing per client
+between rounds. Before 2026-12-07 the head was warm-started from the client's previous one and kept
+as personal state (C x D + C numbers: 6,405 on Lite0 with 5 classes, 25.6 KB per client in its state
+file); it was never sent, so the bytes on the wire do not change.
 """
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedfit.adapters.base import ADAPTERS, Adapter, check_arrays, to_arrays
+from fedfit.adapters.base import ADAPTERS, Adapter
 from fedfit.heads import fit_linear_head
 
 
@@ -118,7 +122,6 @@ class CaSE(Adapter):
     name = "case"
     config_options = {"linear_steps": "case_linear_steps"}
     has_task_phase = True
-    keeps_personal = True    # UpperCaSE's linear head
 
     def __init__(self, reduction: int = 64, min_units: int = 16, linear_steps: int = 500,
                  linear_batch: int = 128, seed: int = 0):
@@ -127,7 +130,6 @@ class CaSE(Adapter):
         self.linear_steps, self.linear_batch = linear_steps, linear_batch
         self.blocks = nn.ModuleDict()
         self.paths: list[str] = []
-        self._linear: dict[str, torch.Tensor] = {}  # personal: UpperCaSE's head (plain tensors, not parameters)
 
     def attach(self, backbone: nn.Module) -> "CaSE":
         model = backbone.model
@@ -170,37 +172,15 @@ class CaSE(Adapter):
         for b in self.blocks.values():
             b.scale = None
 
-    # ---------------------------------------------------------------- UpperCaSE's linear head (personal)
-
-    def personal_state_arrays(self) -> "OrderedDict[str, np.ndarray]":
-        return to_arrays((f"linear/{k}", v) for k, v in self._linear.items())
-
-    def load_personal_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.reset_personal()
-        if not arrays:
-            return
-        w = np.asarray(arrays.get("linear/weight", np.zeros((0, 0))))
-        check_arrays("CaSE personal state", arrays, {"linear/weight": None, "linear/bias": (w.shape[0],)})
-        if w.ndim != 2:
-            raise ValueError(f"CaSE personal state 'linear/weight': shape {w.shape}, expected (C, D)")
-        self._linear = {"weight": torch.tensor(w, dtype=torch.float32),
-                        "bias": torch.tensor(np.asarray(arrays["linear/bias"]), dtype=torch.float32)}
-
-    def reset_personal(self) -> None:
-        self._linear = {}
+    # ---------------------------------------------------------------- UpperCaSE's linear head (evaluation)
 
     def extra_eval(self, support, support_y, query, query_y, num_classes, seed=0):
-        """Train UpperCaSE's linear head on the support features (n, D) (warm start from this client's
-        previous head when its shape fits, else zeros), score the query features (m, D)."""
-        d, dev = support.shape[1], support.device
-        old = self._linear
-        warm = bool(old) and tuple(old["weight"].shape) == (num_classes, d)
+        """Fit UpperCaSE's linear head from zeros on the support features (n, D) (``linear_steps`` Adam
+        steps, minibatches from ``seed``), score the query features (m, D); nothing is kept."""
         w, b = fit_linear_head(support, support_y, num_classes, self.linear_steps, self.linear_batch,
-                               rng=np.random.default_rng(seed), w0=old["weight"] if warm else None,
-                               b0=old["bias"] if warm else None)
-        self._linear = {"weight": w.cpu(), "bias": b.cpu()}
+                               rng=np.random.default_rng(seed))
         with torch.no_grad():
             logits = query.float() @ w.T + b
-            y = query_y.to(dev)
+            y = query_y.to(support.device)
             return {"accuracy_linear": float((logits.argmax(1) == y).float().mean()),
                     "loss_linear": float(F.cross_entropy(logits, y))}
