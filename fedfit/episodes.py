@@ -54,14 +54,16 @@ class FineTuneConfig:
     split: str = "step"              # "step" | "round" (see module docstring)
     objective: str = "head"          # "head" | "uppercase"
     linear_steps: int = 500          # uppercase: Adam steps of the linear head per task
+    accumulate: int = 1              # tasks per Adam step (their gradients averaged; see ``finetune``)
 
 
 @dataclass
 class FineTuneResult:
-    steps: int                       # steps actually taken
+    steps: int                       # tasks (episodes) actually trained on, one loss each
     losses: list[float]
     images: int                      # images passed forward+backward
     seconds: float
+    updates: int = 0                 # Adam steps taken (= steps unless ``accumulate`` > 1)
 
     @property
     def mean_loss(self) -> float | None:
@@ -216,13 +218,22 @@ def episode_sampler(labels: np.ndarray, cfg: FineTuneConfig, rng: np.random.Gene
 def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, cfg: FineTuneConfig,
              sampler=None) -> FineTuneResult:
     """Episodic fine-tuning of the adapter + head on one support set (uint8 (n,S,S,3), labels (n,)).
-    ``sampler``: ``rng -> Episode | None`` over ``support_y`` (default: the one ``cfg.split`` names)."""
+    ``sampler``: ``rng -> Episode | None`` over ``support_y`` (default: the one ``cfg.split`` names).
+
+    ``cfg.steps`` counts TASKS (a forward + backward each: what ``images`` and the compute budget
+    count). Each group of ``cfg.accumulate`` consecutive tasks makes ONE Adam step on the MEAN of their
+    gradients (every task sees the parameters of the group's start); the last group may be smaller
+    (steps = 10, accumulate = 16: one step on 10 tasks). UpperCaSE's reference sums 16 tasks'
+    gradients instead: for Adam the same step up to its eps (1e-8) and, with ``weight_decay`` > 0, the
+    decay's weight against the gradient (the mean keeps it as with one task; UpperCaSE has none)."""
     t0 = time.perf_counter()
     params = model.trainable_parameters()
     if cfg.steps <= 0 or not params:
         return FineTuneResult(0, [], 0, time.perf_counter() - t0)
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if cfg.accumulate < 1:
+        raise ValueError(f"accumulate must be >= 1 task per step, got {cfg.accumulate}")
     rng = np.random.default_rng(cfg.seed)
     y_all = np.asarray(support_y)
     sampler = sampler or episode_sampler(y_all, cfg, rng)
@@ -237,8 +248,8 @@ def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, 
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.adapter.reseed(cfg.seed)  # the adapter's own random choices (dropout) from the same seed
     model.train()
-    losses, images_seen = [], 0
-    for _ in range(cfg.steps):
+    losses, images_seen, updates, pending = [], 0, 0, 0
+    for i in range(cfg.steps):
         ep = sampler(rng)
         if ep is None:
             break
@@ -253,13 +264,29 @@ def finetune(model: FewShotModel, support_x: np.ndarray, support_y: np.ndarray, 
         total = loss
         if cfg.prox_mu > 0 and cfg.prox_ref is not None:
             total = loss + 0.5 * cfg.prox_mu * sum((p - r).pow(2).sum() for p, r in zip(params, cfg.prox_ref))
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        if pending == 0:
+            opt.zero_grad(set_to_none=True)
+        total.backward()  # summed into .grad over the group
+        pending += 1
         losses.append(float(loss.detach()))
         images_seen += len(ci) + len(ti)
+        if pending == cfg.accumulate or i == cfg.steps - 1:
+            _mean_step(opt, params, pending)
+            updates, pending = updates + 1, 0
+    if pending:  # the sampler ran dry inside a group
+        _mean_step(opt, params, pending)
+        updates += 1
     model.eval()
-    return FineTuneResult(len(losses), losses, images_seen, time.perf_counter() - t0)
+    return FineTuneResult(len(losses), losses, images_seen, time.perf_counter() - t0, updates)
+
+
+def _mean_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], tasks: int) -> None:
+    """One optimizer step on the mean of ``tasks`` tasks' gradients (summed in ``.grad``)."""
+    if tasks > 1:
+        for p in params:
+            if p.grad is not None:
+                p.grad.div_(tasks)
+    opt.step()
 
 
 def _uppercase_loss(model: FewShotModel, ctx: torch.Tensor, cy: np.ndarray, tgt: torch.Tensor, ty: np.ndarray,

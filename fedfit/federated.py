@@ -246,7 +246,7 @@ def finetune_config(cfg: dict[str, Any], server_round: int, steps: int, seed: in
                           min_way=cfg["min_way"], max_way=cfg["max_way"] or None, seed=seed,
                           split=cfg["episode_split"],
                           objective="uppercase" if cfg["case_training"] == "uppercase" else "head",
-                          linear_steps=cfg["case_linear_steps"], **extra)
+                          linear_steps=cfg["case_linear_steps"], accumulate=cfg["accumulate_tasks"], **extra)
 
 
 class ClientWork:

@@ -39,6 +39,7 @@ class Options(TypedDict):
     rounds: int
     clients_per_round: int
     local_steps: int
+    accumulate_tasks: int
     central_steps: int
     central_tasks: str
     episode_split: str

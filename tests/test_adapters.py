@@ -197,6 +197,70 @@ def test_uppercase_evaluation_head_is_fitted_from_zeros_every_time(lite0, client
     assert later != first  # the trained blocks changed the features the head is fitted on
 
 
+def _reference_adam(m: FewShotModel, x: torch.Tensor, episodes, groups: list[int], cfg: FineTuneConfig) -> None:
+    """Plain Adam written out: per group of tasks, every task's gradient at the group's starting
+    parameters (torch.autograd.grad), their MEAN, one step. ``x``: the preprocessed support set."""
+    import torch.nn.functional as F
+
+    from fedfit.episodes import _uppercase_loss
+
+    params = m.trainable_parameters()
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)  # the linear heads' minibatches, drawn in task order
+    m.train()
+    tasks = iter(episodes)
+    for size in groups:
+        total: list[torch.Tensor | None] = [None] * len(params)
+        for _ in range(size):
+            ci, cy, ti, ty = next(tasks)
+            if cfg.objective == "uppercase":
+                loss = _uppercase_loss(m, x[ci], cy, x[ti], ty, cfg.linear_steps, rng)
+            else:
+                ctx, tgt = m.embed_task(x[ci], x[ti])
+                loss = F.cross_entropy(m.head(ctx, torch.as_tensor(cy), tgt, int(cy.max()) + 1), torch.as_tensor(ty))
+            for j, g in enumerate(torch.autograd.grad(loss, params, allow_unused=True)):
+                if g is not None:
+                    total[j] = g if total[j] is None else total[j] + g
+        for p, g in zip(params, total):
+            p.grad = None if g is None else g / size
+        opt.step()
+    m.eval()
+
+
+@pytest.mark.parametrize("adapter, objective", [("film", "head"), ("case", "uppercase")])
+def test_accumulating_tasks_is_one_adam_step_on_their_mean_gradient(lite0, clients, adapter, objective):
+    """``accumulate = 2`` over 3 tasks: Adam steps on the mean gradient of tasks 1-2, then of task 3
+    (the last group smaller), each task at its group's starting parameters; ``steps`` counts tasks."""
+    from fedfit.episodes import split_episode
+
+    c = clients[0]
+    draw = np.random.default_rng(7)
+    episodes = [split_episode(c.support_y, draw) for _ in range(3)]
+    opts = {"linear_steps": 5} if adapter == "case" else {}
+    cfg = FineTuneConfig(steps=3, lr=0.01, weight_decay=0.01, seed=3, objective=objective, linear_steps=5,
+                         accumulate=2)
+
+    def run(accumulate: int):
+        m = _model(lite0, adapter, **opts)
+        tasks = iter(episodes)
+        res = finetune(m, c.support_x, c.support_y, FineTuneConfig(**{**cfg.__dict__, "accumulate": accumulate}),
+                       sampler=lambda r: next(tasks))
+        return res, m.state_arrays()
+
+    res, got = run(2)
+    assert (res.steps, res.updates) == (3, 2) and len(res.losses) == 3
+    assert res.images == sum(len(e[0]) + len(e[2]) for e in episodes)  # every task's images, once
+    ref = _model(lite0, adapter, **opts)
+    _reference_adam(ref, ref.backbone.preprocess(c.support_x), episodes, [2, 1], cfg)
+    want = ref.state_arrays()
+    assert got.keys() == want.keys()
+    for k in got:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    one, per_task = run(1)
+    assert (one.steps, one.updates) == (3, 3)
+    assert any(not np.allclose(per_task[k], got[k], rtol=1e-5, atol=1e-7) for k in got)  # not the same as 3 steps
+
+
 def test_case_context_forward_is_in_the_graph_and_task_is_cleared(lite0, rng):
     m = _model(lite0, "case")
     with torch.no_grad():
