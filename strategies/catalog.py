@@ -42,8 +42,16 @@ def _krum_needs(k: int) -> Check:
     return check
 
 
+SERVER_OPT_LR = 0.01  # server_lr = -1 for fedadam / fedyogi / fedadagrad (FedAvgM's: 1.0, plain FedAvg's step)
+
+
+def server_lr(cfg: dict[str, Any], default: float) -> float:
+    """The server's step (``server_lr``; -1: the strategy's ``default``)."""
+    return default if cfg["server_lr"] < 0 else float(cfg["server_lr"])
+
+
 def _server_opt(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"eta": float(cfg["server_lr"]), "eta_l": float(cfg["lr"])}
+    return {"eta": server_lr(cfg, SERVER_OPT_LR), "eta_l": float(cfg["lr"])}
 
 
 CATALOG: dict[str, Entry] = {
@@ -57,8 +65,10 @@ CATALOG: dict[str, Entry] = {
                      _server_opt),
     "fedadagrad": Entry(FedAdagrad, "FedAdagrad (Reddi et al. 2021): Adagrad on the server over the mean update, "
                                     "step server_lr", _server_opt),
-    "fedavgm": Entry(FedAvgM, "FedAvgM (Hsu et al. 2019): FedAvg with server momentum (server lr 1.0)",
-                     lambda cfg: {"server_learning_rate": 1.0, "server_momentum": float(cfg["server_momentum"])}),
+    "fedavgm": Entry(FedAvgM, "FedAvgM (Hsu et al. 2019): FedAvg with server momentum and step server_lr (-1: 1.0); "
+                              "server_momentum = 0: FedAvg's mean update times server_lr",
+                     lambda cfg: {"server_learning_rate": server_lr(cfg, 1.0),
+                                  "server_momentum": float(cfg["server_momentum"])}),
     "fedmedian": Entry(FedMedian, "FedMedian (Yin et al. 2018): the coordinate-wise median of the clients' states",
                        robust=True),
     "fedtrimmedavg": Entry(FedTrimmedAvg, "FedTrimmedAvg (Yin et al. 2018): per coordinate, the trim_beta fraction "

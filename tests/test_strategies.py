@@ -134,6 +134,20 @@ def test_fedavg_is_the_weighted_mean(rng):
     assert failures == []
 
 
+def test_fedavgm_without_momentum_steps_server_lr_times_the_mean_update(rng):
+    """``strategy = fedavgm server_momentum = 0 server_lr = 5``: the global moves 5 times FedAvg's step;
+    ``server_lr = -1`` is the strategy's own step (FedAvgM 1.0: FedAvg's mean; FedAdam 0.01)."""
+    base = rng.normal(size=N).astype(np.float32)
+    xs = {n: base + rng.normal(size=N).astype(np.float32) for n in (11, 12, 13)}
+    answers = {n: (lambda m, n=n: _reply(m, {"x": xs[n]})) for n in xs}
+    mean = np.mean([xs[n].astype(np.float64) for n in xs], axis=0)
+    out, _, _ = _round("fedavgm", answers, base=base, server_momentum=0.0, server_lr=5.0)
+    np.testing.assert_allclose(out, base + 5 * (mean - base), rtol=1e-4, atol=1e-4)
+    out, _, _ = _round("fedavgm", answers, base=base, server_momentum=0.0)
+    np.testing.assert_allclose(out, mean, rtol=1e-5, atol=1e-5)
+    assert _round("fedadam", answers, base=base)[2].eta == 0.01
+
+
 def test_fedprox_with_mu_zero_equals_fedavg(rng):
     xs = {n: rng.normal(size=N).astype(np.float32) for n in (11, 12, 13)}
     seen = []
