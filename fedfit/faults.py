@@ -1,4 +1,5 @@
-"""Simulated faults and attacks, every choice a function of (seed, round, partition id).
+"""Simulated faults and attacks, every choice a function of (seed, round, partition id) - but a training
+client's dropout and delay under DP's secret sampling (``fedfit.seeding.secret``).
 
 * dropout: with probability ``dropout`` per client-round a sampled client fails before training (its
   reply is an error marked as injected, so it is counted apart from real failures);
@@ -30,10 +31,14 @@ def hostile_clients(cfg: dict[str, Any]) -> list[int]:
 
 
 def fault_draw(cfg: dict[str, Any], server_round: int, partition_id: int) -> tuple[bool, float]:
-    """(drops out, seconds of delay) for this client's training in ``server_round``."""
+    """(drops out, seconds of delay) for this client's training in ``server_round``; from the OS's entropy
+    under DP's secret sampling (``seeding.secret``: a seeded draw and the round's failure count would
+    tell who was sampled)."""
     if cfg["dropout"] <= 0 and cfg["straggler"] <= 0:
         return False, 0.0
-    u_drop, u_slow = seeding.generator(cfg["seed"], "fault", server_round, partition_id).random(2)
+    rng = seeding.os_generator() if seeding.secret(cfg) else seeding.generator(cfg["seed"], "fault", server_round,
+                                                                               partition_id)
+    u_drop, u_slow = rng.random(2)
     return bool(u_drop < cfg["dropout"]), float(cfg["straggler_delay_s"]) if u_slow < cfg["straggler"] else 0.0
 
 

@@ -61,6 +61,7 @@ class Options(TypedDict):
     dp_clip: float
     dp_clipping: str
     dp_delta: float
+    dp_randomness: str
     codec_up: str
     codec_down: str
     delta: bool

@@ -75,15 +75,18 @@ class RoundRecord:
     train_loss: float | None = None   # mean episodic loss of the clients' local steps
     update_norm: float | None = None  # L2 norm of this round's change of the global state (the aggregated step)
     dp_epsilon: float | None = None   # cumulative epsilon of the DP accountant (at the run's delta), no
-                                      # amplification by sampling (Flower's)
-    dp_epsilon_sampled: float | None = None  # the same with the server's sampling (k of n, without replacement)
+                                      # amplification by sampling (Flower's): add/remove-one neighbours
+    dp_epsilon_sampled: float | None = None  # with the server's sampling (k of n, without replacement): replace-one
+                                      # neighbours; None for a seeded (public) sample
     seconds: float = 0.0              # wall-clock seconds of this round
     sim_seconds: float | None = None  # simulated seconds of this round's training exchange (fedfit.clock)
     sim_total_s: float | None = None  # simulated seconds since the run started, at this round's end
     online: int | None = None         # training clients online when the round started (the sampling pool)
     stragglers: int = 0               # replies after the K-th one or the deadline: not aggregated
     offline: int = 0                  # sampled clients that went offline before their reply (dropouts)
-    trained: list[int] = field(default_factory=list)       # partition ids sampled for training
+    trained: list[int] = field(default_factory=list)       # partition ids sampled for training (empty under DP's
+                                      # secret sampling, which also keeps training numbers out of per_client,
+                                      # training failures' clients and the round's sim_* times: strategies/dp.py)
     per_client: dict[str, dict[str, Any]] = field(default_factory=dict)  # partition id -> its numbers
     failures: list[dict[str, Any]] = field(default_factory=list)  # {client, phase, kind, reason}
     extra: dict[str, Any] = field(default_factory=dict)

@@ -4,6 +4,11 @@ A stream is named by the run's seed and a path of integers and short strings, e.
 ``generator(seed, "sample-train", round)`` or ``derive(seed, "train", round, partition_id)``: the same
 path gives the same numbers in every process and on every machine (Python's ``hash()`` of strings
 changes per process, Flower's node ids and its ``random.sample`` per start; neither is used).
+
+The one exception is differential privacy with ``dp_randomness = secret`` (``secret(cfg)``): the draws
+that would tell who trained in a round - the training sample, the DP noise, a training client's
+simulated dropout and delay - come from the operating system's entropy (``os_generator``), since
+amplification by sampling needs a sample no reader of the seed can recompute.
 """
 from __future__ import annotations
 
@@ -37,3 +42,14 @@ def generator(seed: int, *path: int | str) -> np.random.Generator:
 def derive(seed: int, *path: int | str) -> int:
     """A 32-bit integer seed for ``path`` under ``seed`` (for APIs that take an int: torch, episodes)."""
     return int(sequence(seed, *path).generate_state(1, np.uint32)[0])
+
+
+def secret(cfg: dict) -> bool:
+    """Whether the run draws its training sample, DP noise and training faults from the OS's entropy
+    (``dp`` on with ``dp_randomness = secret``)."""
+    return cfg.get("dp", "none") != "none" and cfg.get("dp_randomness", "secret") == "secret"
+
+
+def os_generator() -> np.random.Generator:
+    """A numpy Generator seeded from the operating system's entropy (128 bits), never from the run's seed."""
+    return np.random.default_rng(np.random.SeedSequence())

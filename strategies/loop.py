@@ -5,7 +5,9 @@ the downlink once per round, validate and decode every reply) and, per round, a 
 strategy only the sampled clients' nodes. The strategy is a stock Flower one and sees float32 states.
 
 Round 0 evaluates the initial state (the frozen backbone's head). Round r >= 1: ``ClientSampler``
-picks the training partitions from the run's seed; the strategy configures their messages; replies
+picks the training partitions from the run's seed (under DP's secret sampling, ``dp_randomness = secret``,
+from the operating system's entropy, and ``_Round.written`` keeps every trace of who trained out of the
+results; see ``strategies.dp``); the strategy configures their messages; replies
 are validated and decoded, sorted by partition id and aggregated. Then a seeded sample of clients
 (``eval_clients``, 0 = all) evaluates the new global state on its own query sets (personalized
 accuracy). With ``global_eval`` the evaluated training clients also send their support sets' class
@@ -32,7 +34,9 @@ reasons and the round goes on with the rest; a run in which no client can train 
 all stops with ``FederationError`` naming the first client error.
 
 After every round's results line the server writes its checkpoint (``strategies.checkpoint``);
-``resume=True`` continues after the last complete round and ends exactly as an uninterrupted run.
+``resume=True`` continues after the last complete round and ends exactly as an uninterrupted run (under
+DP's secret sampling it continues with fresh samples and noise: not bit-exact, but the accountant's state
+carries on).
 """
 from __future__ import annotations
 
@@ -69,18 +73,42 @@ class FederationError(RuntimeError):
 
 
 class _Round:
-    """What one round collects before it becomes a ``RoundRecord``."""
+    """What one round collects before it becomes a ``RoundRecord``: evaluation numbers per client
+    (``per_client``) apart from training ones (``training``: metrics, simulated finish, bytes), which
+    ``written`` leaves out under DP's secret sampling."""
 
     def __init__(self, directory: NodeDirectory):
         self.directory = directory
         self.failures: list[dict[str, Any]] = []
         self.per_client: dict[int, dict[str, Any]] = {}
+        self.training: dict[int, dict[str, Any]] = {}
         self.central: dict[str, Any] = {}  # centralized: the server's own training numbers
         self.trained: list[int] = []
         self.clock: dict[str, Any] = {}  # sim_seconds, online, stragglers, offline (fedfit.clock)
 
     def client(self, node: int) -> dict[str, Any]:
         return self.per_client.setdefault(self.directory.by_node.get(node, -1), {})
+
+    def trainer(self, node: int) -> dict[str, Any]:
+        return self.training.setdefault(self.directory.by_node.get(node, -1), {})
+
+    def written(self, secret: bool, personal: bool) -> dict[str, Any]:
+        """The record's ``trained``, ``per_client`` and ``failures``. ``secret`` (``fedfit.seeding.secret``):
+        nothing that tells who trained - no sampled ids, no training numbers per client, training failures
+        without client and reason (a straggler's reason holds its device's simulated time), no evaluation
+        seconds per client (an actor's warm cache) and, with an adapter whose personal state training writes
+        (``personal``), no evaluation numbers per client either."""
+        if not secret:
+            merged = {p: {**self.training.get(p, {}), **self.per_client.get(p, {})}
+                      for p in sorted(set(self.training) | set(self.per_client))}
+            return {"trained": self.trained, "per_client": {str(p): v for p, v in merged.items()},
+                    "failures": self.failures}
+        evaluated = {} if personal else {str(p): {k: v for k, v in c.items() if k != "eval_seconds"}
+                                         for p, c in sorted(self.per_client.items())}
+        failures = [f if f["phase"] != wire.TRAIN or f["client"] == -1 else
+                    {**f, "client": -1, "reason": "withheld: it could tell who trained (dp_randomness = secret)"}
+                    for f in self.failures]
+        return {"trained": [], "per_client": evaluated, "failures": failures}
 
     def fail(self, failures: list[Failure]) -> None:
         for f in failures:
@@ -139,7 +167,9 @@ class Federation:
                               self.layout.fingerprint, self.layout.size, feature_dim=self.setup.feature_dim,
                               scatter=self.scatter, class_limits=ClassLimits.of(cfg))
         self.directory = NodeDirectory(self.setup.partitions)
-        self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"])
+        self.secret = seeding.secret(cfg)  # DP's secret sampling: nothing written tells who trained
+        self.personal_state = _personal_state(cfg)
+        self.sampler = ClientSampler(cfg["seed"], cfg["num_clients"], secret=self.secret)
         self.local_only = cfg["method"] == "local-only"
         self.centralized = cfg["method"] == "centralized"
         self._central = None  # fedfit.centralized.CentralTrainer, made when first needed
@@ -232,15 +262,16 @@ class Federation:
         losses = []
         for r in replies:
             m = dict(r.content[wire.METRICS])
-            c = rnd.client(int(r.metadata.src_node_id))
+            c = rnd.trainer(int(r.metadata.src_node_id))
             c.update({k: m[k] for k in ("train_loss", "train_steps", "train_seconds", "update_norm") if k in m})
             if isinstance(m.get("train_loss"), float):
                 losses.append(m["train_loss"])
         if replies and not self.local_only:
             # Flower's DP wrappers draw their noise from numpy's global generator: seed it from the run's
-            # tree for this round (and put it back), so DP runs are reproducible and resumable too
+            # tree for this round (and put it back), so DP runs are reproducible and resumable too - or,
+            # under secret sampling, from the OS's entropy (noise that follows from the seed hides nothing)
             saved = np.random.get_state()
-            np.random.seed(seeding.derive(cfg["seed"], "aggregate", server_round))
+            np.random.seed(None if self.secret else seeding.derive(cfg["seed"], "aggregate", server_round))
             try:
                 new, _ = self.strategy.aggregate_train(server_round, [for_strategy(r) for r in replies])
             finally:
@@ -289,7 +320,7 @@ class Federation:
             work[by_node[node]] = (down.get(node, 0), up.get(node, 0), int(images) if isinstance(images, int) else 0)
         s = self.clock.settle(work, k)
         for p, sec in s.finish.items():
-            rnd.per_client.setdefault(p, {})["sim_s"] = round(sec, 6)
+            rnd.training.setdefault(p, {})["sim_s"] = round(sec, 6)
         for p in s.late:
             rnd.failures.append({"client": p, "phase": wire.TRAIN, "kind": "straggler",
                                  "reason": f"reply at {s.finish[p]:.1f} simulated s, after the round ended at "
@@ -499,6 +530,11 @@ class Federation:
         self.progress(f"fedfit: {run_name(cfg)}: {_what(cfg, layout.size)}, {cfg['num_clients']} clients "
                       f"+ {self.setup.new_users} new users, {cfg['rounds']} rounds -> {run_dir}"
                       + (f" (resumed after round {done})" if done is not None else ""))
+        if self.secret:
+            self.progress(f"fedfit: dp = {cfg['dp']}, dp_randomness = secret: each round's training clients, the DP "
+                          f"noise and training faults come from the operating system's entropy and are written "
+                          f"nowhere, so this run is not reproducible (nor is a resumed run bit-exact); "
+                          f"dp_randomness = seeded reproduces it but reports no amplified epsilon")
         if self.setup.skipped:
             self.progress(f"fedfit: {cfg['dataset']}: {self.setup.images:,} images in {self.setup.classes} classes; "
                           f"files skipped: " + ", ".join(f"{n:,} {why}" for why, n in sorted(self.setup.skipped.items())))
@@ -562,19 +598,21 @@ class Federation:
             cum_up += b["bytes_up_wire"]
             for t in transfers:
                 if t.kind == wire.TRAIN and t.node_id in self.directory.by_node:
-                    c = rnd.client(t.node_id)
+                    c = rnd.trainer(t.node_id)
                     c[f"{t.direction}_wire"] = c.get(f"{t.direction}_wire", 0) + t.wire
+            # secret sampling: a round's simulated time is its slowest kept client's, whose seeded device
+            # would name it; only the run's total goes out (summary.json)
+            timed = self.clock is not None and not self.secret
             rec = RoundRecord(
                 round=server_round, clients=clients, **b, cum_bytes_down_wire=cum_down, cum_bytes_up_wire=cum_up,
                 cum_bytes_wire=cum_down + cum_up, train_loss=loss, update_norm=moved,
                 rejected=sum(f["kind"] == "rejected" for f in rnd.failures),
                 failed=sum(f["kind"] in COUNTED for f in rnd.failures),
                 dp_epsilon=self.ledger.epsilon(self.strategy), dp_epsilon_sampled=self.ledger.epsilon_sampled(self.strategy),
-                seconds=time.perf_counter() - t0, trained=rnd.trained,
-                sim_seconds=rnd.clock.get("sim_seconds", 0.0) if self.clock else None,
-                sim_total_s=self.clock.now if self.clock else None, online=rnd.clock.get("online"),
+                seconds=time.perf_counter() - t0, sim_seconds=rnd.clock.get("sim_seconds", 0.0) if timed else None,
+                sim_total_s=self.clock.now if timed else None, online=rnd.clock.get("online"),
                 stragglers=rnd.clock.get("stragglers", 0), offline=rnd.clock.get("offline", 0),
-                per_client={str(p): v for p, v in sorted(rnd.per_client.items())}, failures=rnd.failures,
+                **rnd.written(self.secret, self.personal_state),
                 extra={"central": rnd.central} if rnd.central else {}, **ev)
             for cb in self.callbacks:
                 cb.on_round_end(self, rec)
@@ -585,7 +623,7 @@ class Federation:
                    "run_dir": str(run_dir), "failures": len(counted), "first_failure": counted[0] if counted else None,
                    "injected": len(failures) - len(counted), "resumed_after": done,
                    "shared_parameters": layout.size, "personal_parameters": self.personal.numbers,
-                   "resume_setup_bytes_wire": resume_setup,
+                   "resume_setup_bytes_wire": resume_setup, "sim_total_s": self.clock.now if self.clock else None,
                    "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
         for cb in self.callbacks:
             cb.on_run_end(self, summary)
@@ -614,6 +652,16 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
                 eval_bytes_up_wire=total(transfers, "up", "wire", ev),
                 setup_bytes_wire=total(transfers, "down", "wire", (wire.HELLO,))
                 + total(transfers, "up", "wire", (wire.HELLO,)))
+
+
+def _personal_state(cfg: dict[str, Any]) -> bool:
+    """Whether the adapter keeps state per client that its training writes and its evaluation reads
+    (UpperCaSE's head, ICIIA's history): a client's evaluation then depends on whether it trained."""
+    from fedfit.adapters import ADAPTERS
+    from fedfit.federated import adapter_name
+
+    adapter = ADAPTERS.get(adapter_name(cfg))
+    return bool(adapter.keeps_personal or adapter.uses_history)
 
 
 def overlaps(cfg: dict[str, Any]) -> bool:
