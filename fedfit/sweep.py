@@ -234,10 +234,14 @@ def _mean_of(records: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+EPSILON_LABEL = "epsilon: add/remove one, no amplification"
+EPSILON_SAMPLED_LABEL = "epsilon: replace one, k of n secret sample"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The ``aggregate`` rows as a Markdown table: parameter counts (numbers), accuracies in percent
     ('n/a' when missing), bytes in decimal units, seconds per training round (median) and per run; with
-    DP runs, both epsilons after the last round (mean over seeds)."""
+    DP runs, the epsilons after the last round (mean over seeds; the amplified one where any run has it)."""
     header = ["run", "seeds", "shared params", "personal / client", "round 0 acc (%)", "final acc (%)",
               "± std over seeds", "new users: round 0 (%)", "new users: final (%)", "global acc (%)",
               "uplink / client-round", "downlink / client-round", "total training bytes", "s / round", "s / run"]
@@ -248,10 +252,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
               *(fmt.pct(r[k], "n/a") for k in accs), *(fmt.human_bytes(r[k]) for k in sizes),
               "n/a" if r.get("s_per_round") is None else f"{r['s_per_round']:.1f}", f"{r['seconds']:.0f}"]
              for r in rows]
-    if any(r.get("eps") is not None for r in rows):  # DP runs: both epsilons at the run's delta
-        header += ["epsilon (no amplification)", "epsilon (k of n sampled)"]
-        for c, r in zip(cells, rows):
-            c += ["n/a" if r.get(k) is None else f"{r[k]:.3g}" for k in ("eps", "eps_sampled")]
+    # DP runs: the epsilons at the run's delta, each of its own neighbour relation (strategies/dp.py); the
+    # amplified one only where a run drew its sample secretly (dp_randomness = secret)
+    for key, label in (("eps", EPSILON_LABEL), ("eps_sampled", EPSILON_SAMPLED_LABEL)):
+        if any(r.get(key) is not None for r in rows):
+            header.append(label)
+            for c, r in zip(cells, rows):
+                c.append("n/a" if r.get(key) is None else f"{r[key]:.3g}")
     if all(r.get("personal") is None for r in rows):  # not recorded by any run: no column of n/a
         header.pop(3)
         cells = [c[:3] + c[4:] for c in cells]

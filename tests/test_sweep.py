@@ -58,6 +58,10 @@ def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
     assert "epsilon" not in markdown_table([row])  # no DP run: no epsilon columns
     dp_row = {**row, "eps": 11.06, "eps_sampled": 4.2}
     assert markdown_table([dp_row]).splitlines()[2].endswith("| 11.1 | 4.2 |")
+    head = markdown_table([dp_row]).splitlines()[0]  # each epsilon's neighbour relation in its column's name
+    assert head.endswith("| epsilon: add/remove one, no amplification | epsilon: replace one, k of n secret sample |")
+    seeded = markdown_table([{**dp_row, "eps_sampled": None}]).splitlines()  # a seeded sample: no amplified column
+    assert seeded[0].endswith("| epsilon: add/remove one, no amplification |") and seeded[2].endswith("| 11.1 |")
 
 
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
