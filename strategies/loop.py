@@ -656,7 +656,7 @@ def _bytes(transfers: list[Transfer]) -> dict[str, int]:
 
 def _personal_state(cfg: dict[str, Any]) -> bool:
     """Whether the adapter keeps state per client that its training writes and its evaluation reads
-    (UpperCaSE's head, ICIIA's history): a client's evaluation then depends on whether it trained."""
+    (``has_personal_state``: ICIIA's history): a client's evaluation then depends on whether it trained."""
     from fedfit.adapters import ADAPTERS
     from fedfit.federated import adapter_name
 
