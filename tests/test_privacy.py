@@ -103,6 +103,17 @@ def test_the_seeded_sample_is_written_reproduced_and_reports_no_amplified_epsilo
     assert ra[-1]["acc_mean"] == rb[-1]["acc_mean"]  # the seeded noise too: the same results
 
 
+def test_training_faults_under_secret_sampling_are_not_a_function_of_the_seed():
+    """A seeded dropout per (round, partition) and a round's failure count would narrow down who trained."""
+    from fedfit.faults import fault_draw
+
+    secret = load_config(overrides={"dp": "server", "dropout": 0.5, "straggler": 0.5, "straggler_delay_s": 1.0})
+    draws = {fault_draw(secret, 1, 0) for _ in range(40)}  # all alike with probability 4 x 4^-40
+    assert {d for d, _ in draws} == {True, False} and {s > 0 for _, s in draws} == {True, False}
+    seeded = {**secret, "dp_randomness": "seeded"}
+    assert len({fault_draw(seeded, 1, 0) for _ in range(40)}) == 1
+
+
 class _StopAfter(Callback):
     """Stops the run after round ``r``'s results line and checkpoint (a crash between rounds)."""
 
