@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from fedfit.config import ConfigError, load_config
 from fedfit.results import Run, read_run
@@ -74,12 +74,16 @@ def sweep_configs(file: str | Path, *overrides: str) -> tuple[str, list[dict[str
 
 
 def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, plot_only: bool = False,
-          title: str | None = None, verbose: bool = False, progress: Callable[[str], None] = print) -> SweepResult:
+          title: str | None = None, verbose: bool = False, progress: Callable[[str], None] = print,
+          only: Sequence[str] = ()) -> SweepResult:
     """Run the experiment ``file`` (``experiments/NAME.toml``): every run not finished before, a run
     stopped half-way continued after its last complete round, a failed run reported while the others go
     on; then its figures and tables (``readme``: also written into that README's ``results:NAME``
     section, figures copied to ``docs/figures``). ``overrides``: ``key=value`` applied to every run;
-    ``plot_only``: only redo figures and tables. Every run's options are checked before the first starts."""
+    ``plot_only``: only redo figures and tables; ``only``: run just the runs whose names match one of these
+    shell patterns (the tables still take every finished run). Every run's options are checked before the
+    first starts."""
+    import fnmatch
     import shutil
 
     from fedfit.plot import plot_runs
@@ -92,8 +96,11 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
     if not plot_only:
         from strategies.simulate import simulate
 
-        progress(f"sweep {name}: {len(configs)} runs -> {Path(configs[0]['out_dir'])}")
-        failed = run_sweep(configs, lambda cfg: simulate(cfg, verbose=verbose,
+        chosen = [c for c in configs if not only or any(fnmatch.fnmatchcase(c["name"], p) for p in only)]
+        if not chosen:
+            raise ConfigError(f"{file}: no run matches --only {' '.join(only)}")
+        progress(f"sweep {name}: {len(chosen)} runs -> {Path(configs[0]['out_dir'])}")
+        failed = run_sweep(chosen, lambda cfg: simulate(cfg, verbose=verbose,
                                                          resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])),
                            progress=progress)
     dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]

@@ -145,7 +145,7 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"  {c['name']}")
         return 0
     result = sweep(args.file, *args.overrides, readme=args.readme, plot_only=args.plot_only, title=args.title,
-                   verbose=args.verbose)
+                   verbose=args.verbose, only=args.only)
     if result.table:
         print(result.table)
         print(f"figures and tables: {result.figures[0].parent}")
@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--readme", default=None, help="also write the results table + figures into this README")
     sw.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     sw.add_argument("--plot-only", action="store_true", help="only redo figures/tables of finished runs")
+    sw.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                    help="run only the runs whose names match this shell pattern (repeatable), e.g. 'fit-*'")
     sw.add_argument("--title", default=None)
     sw.add_argument("--verbose", action="store_true")
     sw.set_defaults(fn=_sweep)

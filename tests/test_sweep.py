@@ -214,3 +214,16 @@ def test_python_api_sweep_and_load_run(tmp_path):
     assert fedfit.load_run(result.runs[1].dir).last.acc_mean == pytest.approx(0.7)
     with pytest.raises(ConfigError, match="unknown option"):
         fedfit.sweep(f, "roundz=3")
+
+
+def test_only_runs_the_runs_it_names_and_tables_every_finished_one(tmp_path, monkeypatch):
+    """``fedfit sweep FILE --only 'b*'``: the matching runs only; a pattern that matches nothing stops in one line."""
+    from fedfit import api
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0]\n[[run]]\nname = "a"\n[[run]]\nname = "b"\n')
+    ran = []
+    monkeypatch.setattr("strategies.simulate.simulate", lambda cfg, **kw: (ran.append(cfg["name"]), _fake_run(cfg, 0.5)))
+    api.sweep(f, only=["b*"], progress=lambda s: None)
+    assert ran == ["b_seed=0"]
+    with pytest.raises(ConfigError, match="no run matches --only z"):
+        api.sweep(f, only=["z"], progress=lambda s: None)
