@@ -22,11 +22,19 @@ class Entry:
     line) when the options cannot run it; ``robust``: built to resist hostile clients (the global head's
     statistics are then aggregated robustly too: ``fedfit.global_head``)."""
 
-    cls: type[Strategy]
+    cls: Callable[..., Strategy]
     about: str
     options: Options = lambda cfg: {}  # noqa: E731
     check: Check = lambda cfg: None  # noqa: E731
     robust: bool = False
+
+
+def _dp_step(cfg: dict[str, Any]) -> str | None:
+    """FedAvg under DP takes the mean as it is (Flower's noise is sized for it)."""
+    if cfg["dp"] != "none" and cfg["server_lr"] not in (-1, 1):
+        return (f"dp = {cfg['dp']} adds noise for the mean of the clients' updates: server_lr = {cfg['server_lr']:g} "
+                f"would scale the mean after the noise's sensitivity is fixed; set server_lr = 1 (or -1)")
+    return None
 
 
 def _krum_needs(k: int) -> Check:
@@ -42,7 +50,7 @@ def _krum_needs(k: int) -> Check:
     return check
 
 
-SERVER_OPT_LR = 0.01  # server_lr = -1 for fedadam / fedyogi / fedadagrad (FedAvgM's: 1.0, plain FedAvg's step)
+SERVER_OPT_LR = 0.01  # server_lr = -1 for fedadam / fedyogi / fedadagrad (FedAvgM's: 1.0)
 
 
 def server_lr(cfg: dict[str, Any], default: float) -> float:
@@ -50,12 +58,28 @@ def server_lr(cfg: dict[str, Any], default: float) -> float:
     return default if cfg["server_lr"] < 0 else float(cfg["server_lr"])
 
 
+def fedavg_step(cfg: dict[str, Any]) -> float:
+    """FedAvg's server step: the global moves this many times the clients' mean update (``server_lr``; -1: 1.0,
+    McMahan et al.'s mean). Under DP always 1: Flower's wrappers add noise for the mean's sensitivity."""
+    return 1.0 if cfg["dp"] != "none" else server_lr(cfg, 1.0)
+
+
+def _fedavg(server_learning_rate: float = 1.0, **kw) -> Strategy:
+    """Flower's FedAvg, or with a server step other than 1 Flower's FedAvgM without momentum (the same mean,
+    then global + step x (mean - global))."""
+    if server_learning_rate == 1.0:
+        return FedAvg(**kw)
+    return FedAvgM(server_learning_rate=server_learning_rate, server_momentum=0.0, **kw)
+
+
 def _server_opt(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"eta": server_lr(cfg, SERVER_OPT_LR), "eta_l": float(cfg["lr"])}
 
 
 CATALOG: dict[str, Entry] = {
-    "fedavg": Entry(FedAvg, "FedAvg (McMahan et al. 2017): the mean of the clients' states weighted by num-examples"),
+    "fedavg": Entry(_fedavg, "FedAvg (McMahan et al. 2017): the mean of the clients' states weighted by num-examples; "
+                             "server_lr: the global moves that many times the mean update (Reddi et al. 2021)",
+                    lambda cfg: {"server_learning_rate": fedavg_step(cfg)}, _dp_step),
     "fedprox": Entry(FedProx, "FedProx (Li et al. 2020): FedAvg; clients add prox_mu / 2 ||w - w_global||^2 "
                               "(the strategy sends proximal-mu)",
                      lambda cfg: {"proximal_mu": float(cfg["prox_mu"])}),

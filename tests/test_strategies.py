@@ -134,9 +134,10 @@ def test_fedavg_is_the_weighted_mean(rng):
     assert failures == []
 
 
-def test_fedavgm_without_momentum_steps_server_lr_times_the_mean_update(rng):
-    """``strategy = fedavgm server_momentum = 0 server_lr = 5``: the global moves 5 times FedAvg's step;
-    ``server_lr = -1`` is the strategy's own step (FedAvgM 1.0: FedAvg's mean; FedAdam 0.01)."""
+def test_server_lr_moves_the_global_that_many_times_the_mean_update(rng):
+    """``strategy = fedavgm server_momentum = 0 server_lr = 5`` (or ``fedavg server_lr = 10``): the global
+    moves 5 (10) times FedAvg's step; ``server_lr = -1`` is the strategy's own step (FedAvgM 1.0: FedAvg's
+    mean; FedAdam 0.01); under DP FedAvg takes the mean as it is."""
     base = rng.normal(size=N).astype(np.float32)
     xs = {n: base + rng.normal(size=N).astype(np.float32) for n in (11, 12, 13)}
     answers = {n: (lambda m, n=n: _reply(m, {"x": xs[n]})) for n in xs}
@@ -146,6 +147,11 @@ def test_fedavgm_without_momentum_steps_server_lr_times_the_mean_update(rng):
     out, _, _ = _round("fedavgm", answers, base=base, server_momentum=0.0)
     np.testing.assert_allclose(out, mean, rtol=1e-5, atol=1e-5)
     assert _round("fedadam", answers, base=base)[2].eta == 0.01
+    out, _, s = _round("fedavg", answers, base=base, server_lr=10.0)  # FedAvg with a server step of 10
+    np.testing.assert_allclose(out, base + 10 * (mean - base), rtol=1e-4, atol=1e-3)
+    assert type(_round("fedavg", answers, base=base, server_lr=1.0)[2]).__name__ == "FedAvg"
+    with pytest.raises(ValueError, match="set server_lr = 1"):
+        create_strategy(load_config(overrides={"strategy": "fedavg", "server_lr": 10.0, "dp": "server"}))
 
 
 def test_fedprox_with_mu_zero_equals_fedavg(rng):
