@@ -88,8 +88,8 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
 
     from fedfit.plot import plot_runs
     from fedfit.results import holds_results
-    from fedfit.sweep import (aggregate, bounds_table, load_spec, markdown_table, replace_section, run_sweep,
-                              stability_table, target_table)
+    from fedfit.sweep import (aggregate, bound_levels, bounds_table, load_spec, markdown_table, replace_section,
+                              run_sweep, stability_table, target_table)
 
     name, configs = sweep_configs(file, *overrides)
     failed: list[str] = []
@@ -107,9 +107,10 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
     if not dirs:
         return SweepResult(name, [], failed)
     out = Path(configs[0]["out_dir"]) / "plots"
-    figures = plot_runs(dirs, out, title=title, merge_seeds=True)  # one line per group: mean over seeds
-    table = markdown_table(aggregate(dirs))
     spec = load_spec(file)
+    figures = plot_runs(dirs, out, title=title, merge_seeds=True,  # one line per group: mean over seeds
+                        references=bound_levels(dirs, spec["bounds"]) if spec.get("bounds") else None)
+    table = markdown_table(aggregate(dirs))
     if spec.get("bounds"):
         table += "\n\n" + bounds_table(dirs, spec["bounds"])
     if spec.get("stability"):

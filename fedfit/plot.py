@@ -13,6 +13,9 @@
     runs.csv                     one row per run: raw numbers (accuracies as fractions, bytes, seconds)
     runs.md                      the same table for humans (percent, KB/MB/GB)
 
+The accuracy figures draw reference levels: the frozen head's accuracy (round 0) when every run starts
+from it, or the levels a caller passes (``fedfit sweep`` passes its bounds, mean over seeds).
+
 ``merge_seeds=True`` (what ``fedfit sweep`` uses) draws runs whose names differ only by ``seed=N``
 as one line: their round-by-round mean (accuracies, bytes, seconds), labelled with the number of
 seeds; the tables keep one row per run.
@@ -156,10 +159,13 @@ def context_line(runs: list[RunSummary]) -> str:
 
 
 def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None = None,
-              merge_seeds: bool = False) -> list[Path]:
-    """Write the figures (PNG + SVG) and tables described in the module docstring; return their paths."""
+              merge_seeds: bool = False, references: dict[str, float] | None = None) -> list[Path]:
+    """Write the figures (PNG + SVG) and tables described in the module docstring; return their paths.
+    ``references``: label -> a personalized accuracy (fraction) drawn as a level across the accuracy figures
+    (e.g. the bounds); None: the frozen head's (round 0) when every run starts from the same one."""
     per_run = load_runs(run_dirs)
     runs = _merge(per_run) if merge_seeds else per_run
+    refs = frozen_head(per_run) if references is None else references
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     context = context_line(runs)
@@ -177,6 +183,8 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
             extra_handles = draw(ax, runs, colors)
+            if stem in ("accuracy_vs_round", "accuracy_vs_bytes", "accuracy_vs_time"):
+                extra_handles += _references(ax, refs)
             heading = f"{title}: {what}" if title else what
             ax.set_title(heading + (f"\n{context}" if context else ""))
             _legend(ax, runs, colors, extra_handles, points=stem == "pareto")
@@ -189,6 +197,27 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path, title: str | None
 
 
 _merge = merge_seeds  # plot_runs' keyword of the same name hides the function
+
+
+def frozen_head(runs: list[RunSummary]) -> dict[str, float]:
+    """{"frozen head (round 0)": accuracy} when every run's round 0 has the same personalized accuracy (the
+    same clients under the frozen backbone), else {}."""
+    first = {r.run.rounds[0].acc_mean for r in runs if r.run.rounds and r.run.rounds[0].round == 0}
+    first.discard(None)
+    return {"frozen head (round 0)": first.pop()} if len(first) == 1 else {}
+
+
+_REFERENCE_STYLES = [dict(color="0.5", ls="-."), dict(color="#b2182b", ls=(0, (6, 3))),
+                     dict(color="#2166ac", ls=(0, (6, 3))), dict(color="#1b7837", ls="-.")]
+
+
+def _references(ax, refs: dict[str, float]) -> list:
+    """Levels across the axes for ``refs`` (label -> fraction); their legend handles."""
+    handles = []
+    for (label, value), style in zip(refs.items(), _REFERENCE_STYLES):
+        ax.axhline(100 * value, lw=1.0, zorder=1, **style)
+        handles.append(Line2D([], [], lw=1.0, label=f"{label}: {100 * value:.1f}%", **style))
+    return handles
 
 
 # ------------------------------------------------------------------------------------- figures

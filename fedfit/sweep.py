@@ -346,6 +346,20 @@ def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
     return table + "\n\n" + "\n".join(lines)
 
 
+def bound_levels(run_dirs: list[Path], bounds: dict[str, Any]) -> dict[str, float]:
+    """The default bounds' final personalized accuracy, mean over seeds: {"lower bound (NAME)": x, ...}, for
+    the figures' reference levels (groups with bounds of their own are not drawn)."""
+    runs = _per_seed(run_dirs)
+    out = {}
+    for key in BOUND_KEYS:
+        g = bounds.get(key)
+        vals = [r["acc_mean"] for r in runs.get(g, {}).values() if r.get("acc_mean") is not None]
+        if vals:
+            out[f"{'upper bound' if key == 'upper' else key + (' bound' if key == 'lower' else '')} ({g})"] = \
+                float(np.mean(vals))
+    return out
+
+
 def stability_rows(run: dict[str, Any], key: str) -> tuple[float | None, float | None, float | None, int | None]:
     """(round 0, best, final, best round) of ``key`` over a run's evaluated rounds."""
     vals = [(r["round"], r.get(key)) for r in run["rounds"] if r.get(key) is not None]

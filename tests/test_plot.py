@@ -110,3 +110,20 @@ def test_runs_differing_only_by_seed_are_drawn_as_their_mean(tmp_path):
     written = plot_runs(dirs, tmp_path / "out", merge_seeds=True)
     assert sum(1 for line in (tmp_path / "out" / "runs.csv").read_text().splitlines()) == 4  # tables: every run
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_accuracy_figures_draw_the_frozen_head_and_the_bounds_as_levels(tmp_path):
+    """Runs that start from the same frozen head get its level; a caller's references (a sweep's bounds)
+    replace it; runs that start apart get none."""
+    same = [_fake_run(tmp_path / n, n, "fp32", 100_000, a, seed=0) for n, a in (("a", 0.6), ("b", 0.5))]
+    plot_runs(same, tmp_path / "p1")
+    level = f"frozen head (round 0): {100 * (0.2 + np.random.default_rng(0).normal(scale=0.005)):.1f}%"
+    assert level in (tmp_path / "p1" / "accuracy_vs_round.svg").read_text()
+    assert level in (tmp_path / "p1" / "accuracy_vs_bytes.svg").read_text()
+    assert "frozen head" not in (tmp_path / "p1" / "pareto.svg").read_text()
+    plot_runs(same, tmp_path / "p2", references={"lower bound": 0.3, "upper bound": 0.7})
+    svg = (tmp_path / "p2" / "accuracy_vs_round.svg").read_text()
+    assert "lower bound: 30.0%" in svg and "upper bound: 70.0%" in svg and "frozen head" not in svg
+    apart = [*same, _fake_run(tmp_path / "c", "c", "fp32", 100_000, 0.5, seed=5)]  # another round-0 accuracy
+    plot_runs(apart, tmp_path / "p3")
+    assert "frozen head" not in (tmp_path / "p3" / "accuracy_vs_round.svg").read_text()
