@@ -81,11 +81,12 @@ def test_a_reply_without_train_loss_is_aggregated(tmp_path):
 
 def test_a_rounds_update_norm_is_how_far_the_global_state_moved(tmp_path):
     """``update_norm`` of a round: the L2 norm of the aggregated change (here the final state minus the
-    initial one), smaller than the clients' own update norms averaged when their updates disagree."""
+    initial one); with FedAvg's mean (server_lr = 1) smaller than the clients' own update norms averaged when
+    their updates disagree."""
     from fedfit.federated import initial_state
     from fedfit.results import read_run
 
-    cfg = _cfg(tmp_path, name="norm", rounds=1)
+    cfg = _cfg(tmp_path, name="norm", rounds=1, server_lr=1.0)
     _run(cfg)
     r = _rounds(cfg)
     layout, start = initial_state(cfg)

@@ -45,7 +45,10 @@ def _reply(to: Message, arrays: dict, weight=5, layout=FP, **metrics) -> Message
 
 def _round(strategy="fedavg", answers=None, base=None, nodes=(11, 12, 13), rounds=1, **opts):
     """Run ``rounds`` training exchanges of ``strategy`` through the codec layer; ``answers[node](msg)``
-    builds each node's reply. Returns (final global, failures, strategy)."""
+    builds each node's reply; FedAvg takes McMahan et al.'s mean (``server_lr = 1``) unless told otherwise.
+    Returns (final global, failures, strategy)."""
+    if strategy == "fedavg":
+        opts.setdefault("server_lr", 1.0)
     cfg = load_config(overrides={"num_clients": len(nodes), "clients_per_round": len(nodes), "strategy": strategy,
                                  **opts})
     s = create_strategy(cfg)
@@ -150,6 +153,11 @@ def test_server_lr_moves_the_global_that_many_times_the_mean_update(rng):
     out, _, s = _round("fedavg", answers, base=base, server_lr=10.0)  # FedAvg with a server step of 10
     np.testing.assert_allclose(out, base + 10 * (mean - base), rtol=1e-4, atol=1e-3)
     assert type(_round("fedavg", answers, base=base, server_lr=1.0)[2]).__name__ == "FedAvg"
+    out, _, _ = _round("fedavg", answers, base=base, server_lr=-1.0)  # clients_per_round (3) x the mean update
+    np.testing.assert_allclose(out, base + 3 * (mean - base), rtol=1e-4, atol=1e-3)
+    from strategies.catalog import fedavg_step
+    assert fedavg_step(load_config(overrides={"num_clients": 100, "clients_per_round": 50})) == 10.0
+    assert fedavg_step(load_config(overrides={"num_clients": 40, "clients_per_round": 10, "dp": "server"})) == 1.0
     with pytest.raises(ValueError, match="set server_lr = 1"):
         create_strategy(load_config(overrides={"strategy": "fedavg", "server_lr": 10.0, "dp": "server"}))
 
