@@ -65,7 +65,7 @@ def client_workers(cfg: dict[str, Any], cpus: float | None = None, gpus: float |
     take GPUs) in Ray's units, as fedfit's actor pool sizes itself; 1 for the inline engine."""
     if cfg["engine"] == "inline":
         return 1
-    from fedfit.preflight import concurrent_clients
+    from strategies.ray_cluster import concurrent_clients
 
     cpus = float(os.cpu_count() or 1) if cpus is None else cpus
     gpus = float(torch.cuda.device_count()) if gpus is None else gpus

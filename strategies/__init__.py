@@ -4,7 +4,8 @@ The strategy aggregates plain float32 states; everything else happens around the
 ``catalog`` (the strategies: class, options, constraints, robustness, in one table), ``sampling``
 (seeded client choice by partition id), ``codec_layer`` (encode the downlink once per round, validate
 and decode every reply), ``metering`` (bytes as serialized), ``nodes`` (which node holds which
-partition), ``loop`` (rounds, evaluation, results), ``server_app`` and ``simulate``.
+partition), ``loop`` (rounds, evaluation, results), ``server_app`` and ``simulate`` (with ``pool``, its
+Ray actors, and ``ray_cluster``, what fits on a Ray cluster).
 """
 from __future__ import annotations
 

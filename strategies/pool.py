@@ -243,11 +243,11 @@ class RayPoolGrid:
 
 
 def pool_size(num_cpus: float, num_gpus: float = 0.0) -> int:
-    """Actors that fit at once on the running Ray cluster's live nodes (``preflight.concurrent_clients``,
+    """Actors that fit at once on the running Ray cluster's live nodes (``ray_cluster.concurrent_clients``,
     node by node, as Flower's engine counts them)."""
     import ray
 
-    from fedfit.preflight import concurrent_clients
+    from strategies.ray_cluster import concurrent_clients
 
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n.get("Resources")]
     return concurrent_clients(nodes, num_cpus, num_gpus)

@@ -21,7 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fedfit.preflight import ResourceError, check_devices, check_ray_address, check_resources, prepare
+from fedfit.preflight import ResourceError, check_devices, check_resources, prepare
+from strategies.ray_cluster import check_ray_address
 
 
 def _quiet(verbose: bool) -> None:

@@ -133,7 +133,8 @@ def test_the_typed_options_are_the_defaults_keys_with_their_types():
 def test_a_ray_address_is_checked_before_ray_starts():
     import socket
 
-    from fedfit.preflight import ResourceError, check_ray_address
+    from fedfit.preflight import ResourceError
+    from strategies.ray_cluster import check_ray_address
 
     with pytest.raises(ResourceError, match="expected host:port"):
         check_ray_address("headnode")

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from fedfit.config import load_config
-from fedfit.preflight import ResourceError, check_resources, concurrent_clients
+from fedfit.preflight import ResourceError, check_resources
+from strategies.ray_cluster import concurrent_clients
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find Ray processes")
 
