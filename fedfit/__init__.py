@@ -2,14 +2,16 @@
 
 The core (this package) is plain PyTorch and numpy; Flower lives in ``clients/`` and ``strategies/``,
 which share the message format ``fedfit.wire`` (the one module here that knows Flower's records).
-``fedfit.deploy`` is operator tooling for real machines (no Flower, no torch).
+On top, ``fedfit.app`` (the command line, the Python API, sweeps) is the only part that imports those
+layers; ``fedfit.deploy`` is operator tooling for real machines (no Flower, no torch). ``run``, ``load_run`` and ``sweep`` below are the Python API
+(``fedfit.app.api``), loaded when first called.
 """
 __version__ = "0.1.0"
 
 
 def run(*args, **kwargs):
-    """``fedfit.api.run``: one federation from Python, returned as a ``fedfit.results.Run``."""
-    from fedfit.api import run as _run
+    """``fedfit.app.api.run``: one federation from Python, returned as a ``fedfit.results.Run``."""
+    from fedfit.app.api import run as _run
 
     return _run(*args, **kwargs)
 
@@ -21,11 +23,9 @@ def load_run(run_dir):
     return read_run(run_dir)
 
 
+def sweep(*args, **kwargs):
+    """``fedfit.app.api.sweep``: a named experiment (``experiments/NAME.toml``) run, resumable, returned as
+    a ``fedfit.app.api.SweepResult``."""
+    from fedfit.app.api import sweep as _sweep
 
-def __getattr__(name):
-    # ``fedfit.sweep(...)`` runs an experiment: the module ``fedfit.sweep`` is callable (see its end)
-    if name == "sweep":
-        import importlib
-
-        return importlib.import_module("fedfit.sweep")
-    raise AttributeError(f"module 'fedfit' has no attribute {name!r}")
+    return _sweep(*args, **kwargs)

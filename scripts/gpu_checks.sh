@@ -12,7 +12,7 @@ set -uo pipefail
 OUT=${OUT:-$PWD/gpu_checks}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 FEDFIT_PROGRESS=plain HF_HUB_OFFLINE=1
-FEDFIT=(python3 -c 'import sys; sys.argv[0] = "fedfit"; from fedfit.cli import main; sys.exit(main())')
+FEDFIT=(python3 -c 'import sys; sys.argv[0] = "fedfit"; from fedfit.app.cli import main; sys.exit(main())')
 status=0
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv

@@ -84,7 +84,7 @@ def _finite_positive(x):
 
 
 def test_a_small_bench_reports_every_figure(tmp_path, capsys):
-    from fedfit import cli
+    from fedfit.app import cli
 
     out = tmp_path / "bench.json"
     code = cli.main(["bench", "dataset=digits", "image_size=32", "num_clients=3", "clients_per_round=2",
@@ -141,7 +141,7 @@ def test_a_small_bench_reports_every_figure(tmp_path, capsys):
     (["strategy=bulyan"], "bulyan tolerates malicious = 1"),
 ])
 def test_bad_options_fail_before_the_work(tmp_path, capsys, options, says):
-    from fedfit import cli
+    from fedfit.app import cli
 
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "dataset=digits", *options, "--out", str(out)]) == 2

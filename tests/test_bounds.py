@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedfit import cli
+from fedfit.app import cli
 from fedfit.centralized import pool, steps_in_round, upload_bytes
 from fedfit.config import load_config
 from fedfit.episodes import FixedSplit, PooledEpisodes, split_episode

@@ -33,7 +33,7 @@ def test_bad_options_fail_fast_in_one_line(tmp_path, options, says):
 
 
 def test_a_federation_that_cannot_go_on_exits_4_in_one_line(monkeypatch, capsys):
-    from fedfit import cli
+    from fedfit.app import cli
     from strategies import simulate as sim
     from strategies.loop import FederationError
 
@@ -47,7 +47,7 @@ def test_a_federation_that_cannot_go_on_exits_4_in_one_line(monkeypatch, capsys)
 
 
 def test_client_failures_make_a_finished_run_exit_3(monkeypatch, capsys, tmp_path):
-    from fedfit import cli
+    from fedfit.app import cli
     from strategies import simulate as sim
 
     monkeypatch.setattr(sim, "simulate", lambda cfg, verbose=False, **kw: {"run_dir": str(tmp_path), "failures": 2})

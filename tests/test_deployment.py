@@ -569,7 +569,7 @@ def test_flower_traffic_record(tmp_path):
 
 
 def test_cli_deploy_init_and_errors(tmp_path, capsys):
-    from fedfit.cli import main
+    from fedfit.app.cli import main
 
     assert main(["deploy", "init", str(tmp_path / "d"), "--nodes", "2", "--superlink-host", "10.0.0.5",
                  "--run-config", "dataset=digits", "rounds=3"]) == 0

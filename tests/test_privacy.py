@@ -162,7 +162,7 @@ def test_a_library_that_doubles_inside_the_rdp_accountant_stops_the_run_before_a
     for k < n ("sampled-only"), the check refuses every DP run in one line, exit 2, before any work."""
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    from fedfit import cli
+    from fedfit.app import cli
 
     if where == "event":
         orig = rdp._compute_rdp_sample_wor_gaussian

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedfit import cli
+from fedfit.app import cli
 from fedfit.results import read_rounds
 
 REPO = Path(__file__).resolve().parents[1]

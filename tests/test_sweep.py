@@ -5,7 +5,7 @@ import pytest
 
 from fedfit.config import ConfigError
 from fedfit.results import RoundRecord, RunWriter
-from fedfit.sweep import aggregate, load_spec, load_sweep, markdown_table, replace_section, run_sweep
+from fedfit.app.sweeps import aggregate, load_spec, load_sweep, markdown_table, replace_section, run_sweep
 
 
 def _write(tmp_path, text):
@@ -87,7 +87,7 @@ def test_replace_section():
 
 
 def test_bounds_table_pairs_every_group_with_the_bounds_seed_by_seed(tmp_path):
-    from fedfit.sweep import bounds_table
+    from fedfit.app.sweeps import bounds_table
 
     f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n'
                          '[[run]]\nname = "fit"\n[[run]]\nmethod = "local-only"\n[[run]]\nmethod = "centralized"\n'
@@ -115,7 +115,7 @@ def test_bounds_table_pairs_every_group_with_the_bounds_seed_by_seed(tmp_path):
 def test_each_group_is_placed_between_its_own_bounds_and_a_second_upper_bound(tmp_path):
     """``[bounds.groups]``: a variant compared with the bounds run with its own switches; ``oracle``: a second
     upper bound (FiT's oracle) with its own column and gap."""
-    from fedfit.sweep import bounds_table
+    from fedfit.app.sweeps import bounds_table
 
     f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n'
                          + "".join(f'[[run]]\nname = "{n}"\n' for n in ("a", "lo", "up", "or", "b", "lo-b", "up-b"))
@@ -135,7 +135,7 @@ def test_each_group_is_placed_between_its_own_bounds_and_a_second_upper_bound(tm
 
 def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
     from fedfit.paired import encode_answers
-    from fedfit.sweep import stability_table
+    from fedfit.app.sweeps import stability_table
 
     ids = np.arange(100, 300)
 
@@ -182,7 +182,7 @@ def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
 
 
 def test_target_table_times_each_group_to_its_first_round_at_the_target(tmp_path):
-    from fedfit.sweep import target_table
+    from fedfit.app.sweeps import target_table
 
     runs = {"fast_seed=0": [0.6, 0.76, 0.8], "fast_seed=1": [0.6, 0.7, 0.75], "slow_seed=0": [0.6, 0.7, 0.72]}
     dirs = []
@@ -218,7 +218,7 @@ def test_python_api_sweep_and_load_run(tmp_path):
 
 def test_only_runs_the_runs_it_names_and_tables_every_finished_one(tmp_path, monkeypatch):
     """``fedfit sweep FILE --only 'b*'``: the matching runs only; a pattern that matches nothing stops in one line."""
-    from fedfit import api
+    from fedfit.app import api
 
     f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0]\n[[run]]\nname = "a"\n[[run]]\nname = "b"\n')
     ran = []

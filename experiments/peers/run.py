@@ -94,7 +94,7 @@ def command(engine: str, opts: dict, work: Path) -> list[str]:
                 str(ROOT / "experiments" / "peers" / "pfl_fit.py"), str(work / "options.json"),
                 str(work / "result.json")]
     extra = ["engine=flower"] if engine == "flower" else []
-    return [sys.executable, "-m", "fedfit.cli", "simulate", *[f"{k}={v}" for k, v in opts.items()], *extra,
+    return [sys.executable, "-m", "fedfit.app.cli", "simulate", *[f"{k}={v}" for k, v in opts.items()], *extra,
             f"out_dir={work}", "name=run", "--overwrite"]
 
 

@@ -34,7 +34,6 @@ import itertools
 import json
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -493,15 +492,3 @@ def replace_section(text: str, marker: str, body: str) -> str:
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}\n{end}{tail}"
 
-
-class _CallableModule(types.ModuleType):
-    """``fedfit.sweep(file, ...)`` is ``fedfit.api.sweep`` (the Python API), while ``fedfit.sweep.X`` stays
-    this module's ``X``."""
-
-    def __call__(self, *args, **kwargs):
-        from fedfit.api import sweep
-
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -63,6 +63,7 @@ def _fewshot(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     """Exit 0: done, every client message answered; 3: done, but client messages failed (counted in
     rounds.jsonl with their reasons); 4: the federation could not go on (no client could train)."""
+    from fedfit.app.api import resume_config
     from fedfit.config import load_config
     from strategies.loop import FederationError
     from strategies.simulate import simulate
@@ -116,27 +117,8 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def resume_config(run_dir: str, config: str | None, overrides: list[str]) -> dict:
-    """The options a run was started with (its config.json), for ``--resume``; changing them is refused."""
-    import json
-    from pathlib import Path
-
-    from fedfit.config import ConfigError, defaults, load_config
-
-    d = Path(run_dir)
-    if config or overrides:
-        raise ConfigError("--resume continues a run with its own options (config.json): drop --config and key=value")
-    try:
-        saved = json.loads((d / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{d} is not a fedfit run directory (config.json: {e})") from None
-    known = defaults()
-    cfg = load_config(overrides={k: v for k, v in saved.items() if k in known})
-    return {**cfg, "out_dir": str(d.resolve().parent), "name": d.resolve().name}
-
-
 def _sweep(args: argparse.Namespace) -> int:
-    from fedfit.api import sweep, sweep_configs
+    from fedfit.app.api import sweep, sweep_configs
 
     if args.dry_run:
         name, configs = sweep_configs(args.file, *args.overrides)

@@ -37,13 +37,29 @@ def run(config: str | Path | None = None, *, resume: str | Path | None = None, o
     from strategies.simulate import simulate  # Flower and Ray load only when a run starts
 
     if resume is not None:
-        from fedfit.cli import resume_config
-
         cfg = resume_config(str(resume), None, [f"{k}={v}" for k, v in options.items()])
     else:
         cfg = load_config(config, options)
     summary = simulate(cfg, verbose=verbose, resume=resume is not None, overwrite=overwrite)
     return read_run(summary["run_dir"])
+
+
+def resume_config(run_dir: str, config: str | None, overrides: list[str]) -> dict:
+    """The options a run was started with (its config.json), for ``--resume``; changing them is refused."""
+    import json
+
+    from fedfit.config import defaults
+
+    d = Path(run_dir)
+    if config or overrides:
+        raise ConfigError("--resume continues a run with its own options (config.json): drop --config and key=value")
+    try:
+        saved = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{d} is not a fedfit run directory (config.json: {e})") from None
+    known = defaults()
+    cfg = load_config(overrides={k: v for k, v in saved.items() if k in known})
+    return {**cfg, "out_dir": str(d.resolve().parent), "name": d.resolve().name}
 
 
 @dataclass
@@ -61,7 +77,7 @@ class SweepResult:
 
 def sweep_configs(file: str | Path, *overrides: str) -> tuple[str, list[dict[str, Any]]]:
     """The sweep's name and its runs' resolved options, every run checked (``ConfigError`` names the run)."""
-    from fedfit.sweep import load_sweep
+    from fedfit.app.sweeps import load_sweep
     from strategies import check_options
 
     name, configs = load_sweep(file, list(overrides))
@@ -88,7 +104,7 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
 
     from fedfit.plot import plot_runs
     from fedfit.results import holds_results
-    from fedfit.sweep import (aggregate, bound_levels, bounds_table, load_spec, markdown_table, replace_section,
+    from fedfit.app.sweeps import (aggregate, bound_levels, bounds_table, load_spec, markdown_table, replace_section,
                               run_sweep, stability_table, target_table)
 
     name, configs = sweep_configs(file, *overrides)
