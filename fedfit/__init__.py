@@ -2,8 +2,9 @@
 
 The core (this package) is plain PyTorch and numpy; Flower lives in ``clients/`` and ``strategies/``,
 which share the message format ``fedfit.wire`` (the one module here that knows Flower's records).
-On top, ``fedfit.app`` (the command line, the Python API, sweeps) is the only part that imports those
-layers; ``fedfit.deploy`` is operator tooling for real machines (no Flower, no torch). ``run``, ``load_run`` and ``sweep`` below are the Python API
+On top, ``fedfit.app`` (the command line, the Python API, sweeps) and ``fedfit.bench`` (``fedfit
+bench``) are the only parts that import those layers; ``fedfit.deploy`` is operator tooling for real
+machines (no Flower, no torch). ``run``, ``load_run`` and ``sweep`` below are the Python API
 (``fedfit.app.api``), loaded when first called.
 """
 __version__ = "0.1.0"

@@ -43,8 +43,9 @@ import numpy as np
 
 from fedfit import seeding
 
-# fedfit bench on the reference machine (2-core x86 CPU, torch 2.14.1, 2 threads), efficientnet_lite0 + FiLM
-# at 96 px: ClientWork.train 77.5 images/s (forward + backward); scaled by pixels for other sizes
+# The clock's calibration, a fixed figure: `fedfit bench` (its clock_calibration) on the reference machine
+# (2-core x86 CPU, torch 2.14.1, 2 threads), efficientnet_lite0 + FiLM at 96 px: ClientWork.train 77.5
+# images/s (forward + backward); scaled by pixels for other sizes. The runtime never runs the bench.
 REFERENCE_TRAIN_S_PER_IMAGE = 1 / 77.5
 REFERENCE_IMAGE_SIZE = 96
 MOBILE = {"down_mbps": (20.0, 0.8), "up_mbps": (5.0, 0.8), "latency_ms": (50.0, 0.5), "speed": (1.0, 0.7)}

@@ -1,4 +1,4 @@
-"""``fedfit bench``: the PSS sampler (fedfit.memory) and one small bench on the in-process engine
+"""``fedfit bench``: the PSS sampler (fedfit.bench.memory) and one small bench on the in-process engine
 (digits at 32 px, 3 clients, 1 round, no Ray): every required figure is in the JSON, with sane values."""
 import json
 import math
@@ -12,7 +12,7 @@ import uuid
 import pytest
 import torch
 
-from fedfit import memory
+from fedfit.bench import memory
 
 pytestmark = pytest.mark.skipif(not any(os.path.isfile(f"/proc/self/{f}") for f in ("smaps_rollup", "smaps")),
                                 reason="needs /proc/PID/smaps_rollup (Linux)")
@@ -169,7 +169,7 @@ def test_a_child_between_fork_and_exec_counts_from_its_next_sample():
 
 
 def test_round_efficiency_counts_the_training_where_it_ran():
-    from fedfit.bench_core import round_efficiency
+    from fedfit.bench.measures import round_efficiency
 
     def rec(r, train, ev):
         return {"round": r, "seconds": 1.0, "per_client": {"0": {"train_seconds": train, "eval_seconds": ev}}}

@@ -29,7 +29,7 @@ simulator around them (datasets, sampling, local training loop, aggregation, wor
 
 Per run: seconds per round (median over the training-only rounds 1 .. R-1), start-up (the run's wall
 time minus its rounds: process start, imports, workers, data, model and round-0 evaluation, plus
-shutdown), peak PSS of the whole process tree (``fedfit.memory.PssSampler``: the driver, its
+shutdown), peak PSS of the whole process tree (``fedfit.bench.memory.PssSampler``: the driver, its
 descendants and the Ray processes named after it) and personalized accuracy at round 0 and after R
 rounds. Round 0 is the same frozen model on the same clients in every engine, so its accuracy must be
 equal to the digit: that is the check that the workloads are the same (plus the final accuracy within
@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fedfit import memory  # noqa: E402
+from fedfit.bench import memory  # noqa: E402
 from fedfit.format import human_bytes  # noqa: E402
 
 VENV = ROOT / "experiments" / "peers" / ".venv-pfl"

@@ -91,11 +91,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    """One run's efficiency on this machine (strategies.bench): table on stdout, report in --out (JSON).
+    """One run's efficiency on this machine (fedfit.bench): table on stdout, report in --out (JSON).
     Exit 0 whether or not the targets are met; 2: bad options (before any work); 3: client messages
     failed during the federation (report written); 4: the federation could not go on."""
     from fedfit.config import load_config
-    from strategies.bench import format_table, run_bench
+    from fedfit.bench.run import format_table, run_bench
     from strategies.loop import FederationError
 
     cfg = load_config(args.config, args.overrides)

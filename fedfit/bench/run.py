@@ -3,11 +3,11 @@
 For the options given (``fedfit/defaults.toml`` <- ``--config`` <- ``key=value``), checked first by
 ``strategies.simulate.preflight`` exactly as ``fedfit simulate`` checks them, then in this order:
 
-(a) ``bare``: the run's backbone + adapter in a plain loop (``fedfit.bench_core.bare_throughput``),
+(a) ``bare``: the run's backbone + adapter in a plain loop (``fedfit.bench.measures.bare_throughput``),
     forward and forward+backward images/s, at one client's torch threads (``num_cpus``) and device;
-(b) ``clients``: ``ClientWork.train`` / ``.evaluate`` images/s (``bench_core.client_throughput``);
+(b) ``clients``: ``ClientWork.train`` / ``.evaluate`` images/s (``measures.client_throughput``);
     ``train_vs_bare`` = (b) training images/s / (a) forward+backward images/s, the median over pairs of
-    a bare run and a client's training measured right after it (``bench_core.paired_train_vs_bare``);
+    a bare run and a client's training measured right after it (``measures.paired_train_vs_bare``);
 (d) ``ray_startup``: ``ray.init`` of a local Ray with the run's resources (as ``simulate`` starts it)
     plus fedfit's actor pool until every actor answered (``RayPoolGrid.wait_ready``); everything
     started is stopped, leftovers by process id. Skipped with ``ray_startup=False`` (null);
@@ -17,7 +17,7 @@ For the options given (``fedfit/defaults.toml`` <- ``--config`` <- ``key=value``
     seconds / client workers); each round is also split into time inside the grid's exchanges
     (engine) and outside them (server: strategy, codecs, metering, results, checkpoint);
 (f) ``wire``: training bytes on the wire / payload bytes per direction, from ``rounds.jsonl``;
-(e) ``memory``: a ``fedfit.memory.PssSampler`` over the whole bench: this process, all its
+(e) ``memory``: a ``fedfit.bench.memory.PssSampler`` over the whole bench: this process, all its
     descendants, and every process whose command line names a Ray session this process started
     (with their descendants); peak PSS in bytes, split into driver / ray_system / actors / other.
 
@@ -37,14 +37,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from fedfit.results import read_rounds
-from strategies.callbacks import Callback
-from fedfit import bench_core as core
-from fedfit import memory
 from fedfit import progress as live
 from fedfit.atomic import write_text
+from fedfit.bench import measures as core
+from fedfit.bench import memory
 from fedfit.config import ConfigError
 from fedfit.format import human_bytes
+from fedfit.results import read_rounds
+from strategies.callbacks import Callback
 
 FORMAT = 1
 PSS_COUNTS = ("this process (driver) and every live descendant, plus every process started during the bench "
