@@ -3,6 +3,7 @@
   fedfit fewshot   centralized few-shot evaluation (frozen heads vs FiLM fine-tuning)
   fedfit simulate  a federated run on Flower's simulation engine (Ray)
   fedfit sweep     a named experiment (many runs), resumable, with figures and tables
+  fedfit dp-epsilon  both epsilons a DP federation would spend, from its options (no training)
   fedfit plot      figures and tables from run directories
   fedfit deploy    real machines: TLS certificates, SuperNode keys, SuperLink / SuperNode / flwr commands
 """
@@ -114,6 +115,22 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"fedfit: {failures} client messages failed during the federation (first: {first}); its figures "
               f"are not a clean measurement", file=sys.stderr)
         return 3
+    return 0
+
+
+def _dp_epsilon(args: argparse.Namespace) -> int:
+    """Both epsilons of the options' DP federation for each ``--noise`` multiplier (fedfit.app.dp_epsilon).
+    Exit 2: bad options, or the installed dp-accounting disagrees with the reference cases."""
+    from fedfit.app.dp_epsilon import table
+    from fedfit.config import load_config
+    from strategies.dp import accounting_problem
+
+    cfg = load_config(args.config, args.overrides)
+    problem = accounting_problem()
+    if problem:
+        print(f"fedfit: error: {problem}", file=sys.stderr)
+        return 2
+    print(table(cfg, args.noise))
     return 0
 
 
@@ -308,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the federation's run directory (a new folder next to --out); default: a temporary one")
     b.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     b.set_defaults(fn=_bench)
+
+    de = sub.add_parser("dp-epsilon", help="both epsilons a DP federation would spend (its options, no training)")
+    de.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
+    de.add_argument("overrides", nargs="*", help="key=value, e.g. num_clients=1000 clients_per_round=10 rounds=10")
+    de.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 4.0, 8.0], metavar="Z",
+                    help="noise multipliers to table (default: 0.1 0.3 1 2 4 8)")
+    de.set_defaults(fn=_dp_epsilon)
 
     sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots")
     sw.add_argument("file")
