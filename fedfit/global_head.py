@@ -53,7 +53,7 @@ at most its declared share (kshot: 1 / holders, every honest holder sending ``sh
     (F = ``ROBUST_FACTOR`` = 3; kshot, s = 1/2: within 3 rho); with unit features and no screening
     (FedAvg) the claims above still keep it within s (1.005 + ||mu_honest||) <= 1.003 of it (kshot).
     On the default federation's real features 3 rho ~ 0.9 is about twice the distance from such a
-    class's mean to its nearest class's (README, ``experiments/global_head_screening.py``): the bound
+    class's mean to its nearest class's (README, ``experiments/global_head_screening.py`` at commit 6ee881f): the bound
     stops far-away means, not a hostile holder dragging the class onto its neighbour;
   * a class with 1 holder is that client's alone: its mean is **unscreened** (counted as
     ``global_unscreened`` in the round's record; with unit features it lies in the unit ball);
