@@ -4,7 +4,8 @@ Handlers see decoded float32 states (``clients.mods.make_codec_mod`` does the co
 
 * query ("hello"): which partition this node holds (``partition-id`` in its node config) and its
   state layout fingerprint, so the server can address clients by partition id;
-* train: local episodic steps from the received state (or the client's own, ``local-only``);
+* train: local episodic steps from the received state (or, for a method without a shared state,
+  ``Method.shared`` false: ``local-only``, from the client's own, which it keeps and never sends);
 * evaluate ("evaluate"): personalized accuracy on the client's query set (+ with "global-eval" the
   support set's class statistics and the query features, from which the server scores the global head);
   evaluate ("stats"): only the class statistics (training clients outside this round's evaluated sample).
@@ -29,6 +30,7 @@ from clients.state import LOCAL, client_store
 from fedfit.client_state import EVALUATE, TRAIN, version
 from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
+from fedfit.registry import METHODS
 
 _WORK: dict[tuple, ClientWork] = {}
 _WORK_MAX = 32  # ClientWork objects hold one client's images (~2 MB at 96 px); the model is shared per process
@@ -64,13 +66,18 @@ def _work(context: Context, bound: dict[str, Any] | None) -> ClientWork:
     return _WORK[key]
 
 
+def _own_state(cfg: dict[str, Any]) -> bool:
+    """Whether clients start from and keep their own state (a method without a shared one: local-only)."""
+    return not METHODS.get(cfg["method"]).shared
+
+
 def _start_state(work: ClientWork, msg: Message, context: Context, phase: int) -> np.ndarray:
-    """The state to start from: the received global, or this client's own for ``local-only``."""
+    """The state to start from: the received global, or this client's own (``_own_state``)."""
     conf = wire.config_of(msg)
     if wire.LAYOUT in conf and int(conf[wire.LAYOUT]) != work.fingerprint:  # a stock server sends none: the
         raise ValueError(f"state layout fingerprint {conf.get(wire.LAYOUT)} differs from this client's "  # size
                          f"{work.fingerprint}: the server runs another model (backbone, adapter or head)")  # decides
-    if work.cfg["method"] == "local-only":
+    if _own_state(work.cfg):
         own = client_store(work.cfg, context).get(work.pid, LOCAL, version(int(conf.get(wire.ROUND, 0)), phase))
         return own if own is not None else initial_state(work.cfg)[1]
     return wire.state_of(msg.content[wire.ARRAYS], work.layout.size)
@@ -97,7 +104,7 @@ def make_client_app(cfg: dict[str, Any] | None = None, mods: tuple = ()) -> Clie
         start = _start_state(work, msg, context, TRAIN)
         new, metrics = work.train(start, server_round, prox_mu=float(conf.get("proximal-mu", 0.0)))
         metrics.update({wire.PARTITION: work.pid, wire.LAYOUT: work.fingerprint})
-        if work.cfg["method"] == "local-only":
+        if _own_state(work.cfg):
             client_store(work.cfg, context).put(work.pid, LOCAL, version(server_round, TRAIN), new)
             arrays = ArrayRecord()
         else:

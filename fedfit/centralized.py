@@ -30,11 +30,26 @@ from typing import Any
 import numpy as np
 
 from fedfit import seeding
-from fedfit.config import central_steps, training_rounds
+from fedfit.config import FIT_LOCAL_STEPS, local_steps, training_rounds
 from fedfit.episodes import PREPROCESS_ALL_MAX, ClientTasks, FitTasks, PooledEpisodes, finetune
 from fedfit.layout import Layout
 
 UPLOAD_ENCODING = "PNG (lossless; grayscale for gray images) at the working resolution"
+
+
+def fit_oracle(cfg: dict[str, Any]) -> bool:
+    """Whether the run is FiT's own oracle (``central_tasks = fit``)."""
+    return cfg["central_tasks"] == "fit"
+
+
+def central_steps(cfg: dict[str, Any]) -> int:
+    """Pooled steps in all (``central_steps``; -1: rounds x clients_per_round x local steps, the federation's
+    budget; FiT's oracle: its 400)."""
+    if cfg["central_steps"] >= 0:
+        return cfg["central_steps"]
+    if fit_oracle(cfg):
+        return FIT_LOCAL_STEPS
+    return cfg["rounds"] * cfg["clients_per_round"] * local_steps(cfg)
 
 
 def steps_in_round(total: int, rounds: int, server_round: int) -> int:

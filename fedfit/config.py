@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfit.option_types import Options  # the typed view of defaults.toml
+from fedfit.registry import METHODS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -143,8 +144,6 @@ def parse_overrides(items: list[str], like: dict[str, Any]) -> dict[str, Any]:
 
 
 RULES = rules()
-METHODS = tuple(RULES["method"]["choices"])
-ADAPTER_METHODS = ("fit", "local-only", "centralized")  # methods that train the configured adapter
 QUERY_SPLITS = tuple(RULES["query_split"]["choices"])
 DP_MODES = tuple(RULES["dp"]["choices"])
 
@@ -169,8 +168,6 @@ def validate(cfg: Options) -> None:
          f"{cfg['clients_per_round'] + cfg['over_select']} clients of num_clients = {cfg['num_clients']}: lower it")
     need(cfg["devices"] in ("mobile", "uniform") or cfg["devices"].endswith(".csv"),
          f"devices = {cfg['devices']!r} is unknown; choose mobile, uniform or a trace file PATH.csv")
-    need(cfg["over_select"] == 0 or cfg["method"] in ("fit", "head-only", "full"),
-         f"over_select keeps the first replies of a federated round; method = {cfg['method']} has none")
     need(-1 <= cfg["eval_clients"] <= cfg["num_clients"],
          f"eval_clients must be in 0..num_clients ({cfg['num_clients']}; 0 = all, -1 = up to 50), "
          f"got {cfg['eval_clients']}")
@@ -191,15 +188,9 @@ def validate(cfg: Options) -> None:
     from fedfit.adapters import ADAPTERS
 
     choose("adapter", [a for a in ADAPTERS.names() if a not in ("none", "full")])
-    need(cfg["adapter"] == "film" or cfg["method"] in ADAPTER_METHODS,
-         f"method = {cfg['method']} fixes what is trained: adapter = {cfg['adapter']} needs method = "
-         f"{', '.join(ADAPTER_METHODS)}")
-    need(not (cfg["method"] == "centralized" and cfg["adapter"] == "iciia"),
-         "method = centralized pools support images of many clients, but ICIIA attends over each client's own "
-         "history: use method = fit or local-only with adapter = iciia")
-    need(cfg["central_tasks"] != "fit" or cfg["global_eval"] or cfg["method"] != "centralized",
-         "central_tasks = fit scores each client with the pooled prototypes of its classes, built from every "
-         "client's class statistics: it needs global_eval = true")
+    choose("method", METHODS.names())
+    problem = METHODS.get(cfg["method"]).problem(cfg)  # the method's own rules (fedfit.methods)
+    need(problem is None, str(problem))
     need(cfg["case_training"] == "fit" or cfg["adapter"] == "case",
          f"case_training = {cfg['case_training']} is CaSE's own training: it needs adapter = case")
     need(not (cfg["adapter"] == "iciia" and cfg["history"] == 0),
@@ -224,8 +215,6 @@ def validate(cfg: Options) -> None:
 
     choose("poison", list(ATTACKS))
     if cfg["dp"] != "none":
-        need(cfg["method"] not in ("local-only", "centralized"),
-             f"dp needs an aggregated method: {cfg['method']} aggregates no client updates")
         need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
         need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")
         need(cfg["over_select"] == 0, "dp adds noise for exactly clients_per_round clients and Flower's accountant "
@@ -255,31 +244,16 @@ ROUND_STEPS = 10       # episodic steps per client per round (FiT's federated co
 
 
 def local_steps(cfg: Options) -> int:
-    """Episodic steps per client per round (``local_steps``; -1: 10, or FiT's 400 for local-only)."""
+    """Episodic steps per client per round (``local_steps``; -1: the method's, ``Method.local_steps``: 10, or
+    FiT's 400 for its lower bound)."""
     if cfg["local_steps"] >= 0:
         return cfg["local_steps"]
-    return FIT_LOCAL_STEPS if cfg["method"] == "local-only" else ROUND_STEPS
-
-
-def fit_oracle(cfg: Options) -> bool:
-    """Whether the run is FiT's own oracle (``method = centralized``, ``central_tasks = fit``)."""
-    return cfg["method"] == "centralized" and cfg["central_tasks"] == "fit"
-
-
-def central_steps(cfg: Options) -> int:
-    """Pooled steps of ``method = centralized`` in all (-1: rounds x clients_per_round x local steps, the
-    federation's budget; FiT's oracle: its 400)."""
-    if cfg["central_steps"] >= 0:
-        return cfg["central_steps"]
-    if fit_oracle(cfg):
-        return FIT_LOCAL_STEPS
-    return cfg["rounds"] * cfg["clients_per_round"] * local_steps(cfg)
+    return METHODS.get(cfg["method"]).local_steps
 
 
 def training_rounds(cfg: Options) -> int:
-    """Rounds that train: ``rounds``, but 1 for local-only (every client fine-tunes once, alone) and for
-    FiT's oracle (trained once on the pool)."""
-    return min(cfg["rounds"], 1) if cfg["method"] == "local-only" or fit_oracle(cfg) else cfg["rounds"]
+    """Rounds after round 0: ``rounds``, or fewer for a method that trains once (``Method.training_rounds``)."""
+    return METHODS.get(cfg["method"])(cfg).training_rounds()
 
 
 def data_seed(cfg: Options) -> int:

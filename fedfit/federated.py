@@ -3,15 +3,8 @@
 The model state travels as ONE flat float32 vector in the order of ``Layout.of(model.state_arrays())``;
 Flower adds framing per array, so one array keeps the wire within a few hundred bytes of the payload.
 
-Methods (``cfg["method"]``) and what they train:
-  * ``fit``: the adapter (``cfg["adapter"]``: FiT's FiLM by default; CaSE, MTL scale-and-shift, ICIIA)
-    + the head's mixing weights, aggregated by the strategy.
-  * ``head-only``: nothing in the body; only the head's mixing weights (none for ProtoNets).
-  * ``local-only``: FiT's lower bound: the adapter as in ``fit``, trained once by every client alone
-    (``local_steps``, FiT's 400 by default); nothing aggregated.
-  * ``centralized``: FiT's upper bound: the adapter trained on the pooled support sets of all training
-    clients (``fedfit.centralized``, on the server); clients only evaluate it.
-  * ``full``: every backbone weight (BiT-style full fine-tuning), same head and episodes.
+The adapter a client trains is the ``adapter`` option, or the one its method fixes (``fedfit.methods``:
+``head-only`` trains none, ``full`` every backbone weight); the head's mixing weights train with it.
 
 Queries (``query_split``) come from the source's test split where it has one, else from training
 images no client trains on (``fedfit.data.partition``); support and history images always come from
@@ -47,14 +40,14 @@ from fedfit.global_head import client_statistics, needs_scatter
 from fedfit.heads import TEMPERATURES, auto_head
 from fedfit.layout import Layout
 from fedfit.model import FewShotModel, build_model
+from fedfit.registry import METHODS
 
-FIXED_ADAPTER = {"head-only": "none", "full": "full"}  # methods whose "adapter" is fixed
 PERSONAL = "personal/"  # store key prefix of an adapter's personal state
 
 
 def adapter_name(cfg: dict[str, Any]) -> str:
-    """The adapter the method trains: ``cfg["adapter"]`` for fit / local-only / centralized."""
-    return FIXED_ADAPTER.get(cfg["method"], cfg["adapter"])
+    """The adapter the method trains: the one it fixes (``Method.adapter``), else ``cfg["adapter"]``."""
+    return METHODS.get(cfg["method"]).adapter or cfg["adapter"]
 
 
 def adapter_options(cfg: dict[str, Any]) -> dict[str, Any]:

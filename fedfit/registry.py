@@ -10,9 +10,15 @@ Each kind of part (backbone weights, adapter, head, data source, codec, strategy
 
 ``create`` checks the keyword options against the factory's signature first: an unknown option is
 a ``RegistryError`` naming the part's options, an unknown name one listing every registered name.
+
+A registry given a ``package`` imports it when first asked for a name (its parts register themselves
+there): so modules below the parts can look them up by name without importing them. ``METHODS`` is
+one: the methods (``fedfit.methods``) use option resolution and the client's model
+(``fedfit.config``, ``fedfit.federated``), which ask for a method's facts by name.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Callable, Generic, TypeVar
 
@@ -27,10 +33,16 @@ class RegistryError(KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, package: str | None = None):
+        self.kind, self.package = kind, package
         self._items: dict[str, Callable[..., T]] = {}
         self._defaults: dict[str, dict[str, Any]] = {}
+
+    def _load(self) -> None:
+        """Import ``package`` once (its parts register themselves), before the first look-up."""
+        if self.package is not None:
+            package, self.package = self.package, None
+            importlib.import_module(package)
 
     def register(self, name: str, **defaults: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering a factory under ``name``; ``defaults`` are keyword options bound to
@@ -45,6 +57,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> Callable[..., T]:
+        self._load()
         try:
             return self._items[name]
         except (KeyError, TypeError):
@@ -71,9 +84,11 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **{**self._defaults[name], **kwargs})
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self):
@@ -90,3 +105,6 @@ def _parameters(fn: Callable[..., Any]) -> list[str] | None:
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     return [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+METHODS: Registry[Any] = Registry("method", package="fedfit.methods")  # fedfit.methods.base.Method classes

@@ -53,7 +53,8 @@ from fedfit import wire
 from fedfit import faults, seeding
 from fedfit.centralized import pooled_personal
 from fedfit.clock import Clock, profile_table
-from fedfit.config import eval_clients, fit_oracle, run_name, training_rounds
+from fedfit.centralized import fit_oracle
+from fedfit.config import eval_clients, run_name, training_rounds
 from fedfit.global_head import ClassLimits, GlobalStatistics, needs_scatter
 from fedfit.format import human_bytes
 from fedfit.paired import encode_answers
@@ -475,7 +476,7 @@ class Federation:
         right = head.predict(feats) == labels
         out.update(global_acc=float(right.mean()), global_classes=len(head.class_ids), global_queries=int(len(labels)),
                    global_answers=encode_answers(ids, right))
-        if fit_oracle(cfg):  # FiT's oracle: each client among its own classes, with their pooled statistics
+        if cfg["method"] == "centralized" and fit_oracle(cfg):  # FiT's oracle: each client among its own classes, with their pooled statistics
             out["pooled_personal"] = pooled_personal(head, by_client)
         return out
 
@@ -692,7 +693,8 @@ def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the options resolve to, for config.json: where every number's images come from, the steps."""
     from fedfit.centralized import UPLOAD_ENCODING
     from fedfit.clock import REFERENCE_IMAGE_SIZE, train_s_per_image
-    from fedfit.config import central_steps, local_steps
+    from fedfit.centralized import central_steps
+    from fedfit.config import local_steps
     from fedfit.federated import splits
 
     out = {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg),
@@ -705,7 +707,8 @@ def _resolved(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _what(cfg: dict[str, Any], size: int) -> str:
     """What the run trains and sends, for its first line."""
-    from fedfit.config import central_steps, local_steps
+    from fedfit.centralized import central_steps
+    from fedfit.config import local_steps
 
     sent = f"{size:,} parameters ({human_bytes(4 * size)} fp32)"
     sent_fed = f"{size:,} parameters sent ({human_bytes(4 * size)} fp32)"

@@ -1,0 +1,45 @@
+"""``local-only``: FiT's lower bound. Every training client fine-tunes the adapter alone, once (round 1,
+``local_steps``: FiT's 400 by default), from the initial state, and keeps it (``clients.state``); it is
+evaluated with its own state. Nothing is aggregated and nothing is sent: its messages carry no state,
+they are the simulator's control messages and not traffic; no global head (there is no global state)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from fedfit.config import FIT_LOCAL_STEPS
+from fedfit.methods.base import METHODS, Method, Reply, Stock
+
+
+@METHODS.register("local-only")
+class LocalOnly(Method):
+    name = "local-only"
+    shared = False
+    overlap = False
+    local_steps = FIT_LOCAL_STEPS
+
+    @classmethod
+    def problem(cls, cfg: dict[str, Any]) -> str | None:
+        if cfg["over_select"] != 0:
+            return f"over_select keeps the first replies of a federated round; method = {cls.name} has none"
+        if cfg["dp"] != "none":
+            return f"dp needs an aggregated method: {cls.name} aggregates no client updates"
+        return super().problem(cfg)
+
+    def training_rounds(self) -> int:
+        return min(int(self.cfg["rounds"]), 1)
+
+    def cohort(self) -> int:
+        return int(self.cfg["num_clients"])  # everyone, once
+
+    def aggregate(self, server_round: int, state: np.ndarray, replies: Sequence[Reply],
+                  stock: Stock) -> np.ndarray | None:
+        return None
+
+    def describe(self, size: int) -> str:
+        from fedfit.config import local_steps
+        from fedfit.format import human_bytes
+
+        return (f"local-only (FiT's lower bound): every client fine-tunes its {size:,} parameters "
+                f"({human_bytes(4 * size)} fp32) alone, once, {local_steps(self.cfg)} steps; nothing sent")
