@@ -91,11 +91,13 @@ def sweep_configs(file: str | Path, *overrides: str) -> tuple[str, list[dict[str
 
 def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, plot_only: bool = False,
           title: str | None = None, verbose: bool = False, progress: Callable[[str], None] = print,
-          only: Sequence[str] = ()) -> SweepResult:
+          only: Sequence[str] = (), docs: str | Path | None = None) -> SweepResult:
     """Run the experiment ``file`` (``experiments/NAME.toml``): every run not finished before, a run
     stopped half-way continued after its last complete round, a failed run reported while the others go
-    on; then its figures and tables (``readme``: also written into that README's ``results:NAME``
-    section, figures copied to ``docs/figures``). ``overrides``: ``key=value`` applied to every run;
+    on; then its figures and tables (``docs``: a docs folder, ``docs/``, whose results page
+    ``results/NAME.md`` is written with its figures and the results index, nothing else touched;
+    ``readme``: also written into that README's ``results:NAME`` section, figures copied to
+    ``docs/figures``). ``overrides``: ``key=value`` applied to every run;
     ``plot_only``: only redo figures and tables; ``only``: run just the runs whose names match one of these
     shell patterns (the tables still take every finished run). Every run's options are checked before the
     first starts."""
@@ -139,17 +141,21 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
         table += (f"\n\nTime to {100 * spec['target']:.0f}% personalized accuracy on the simulated clock (the first "
                   f"round at or above it; fedfit/clock.py):\n\n" + target_table(dirs, float(spec["target"])))
     (out / "summary.md").write_text(table + "\n")
+    if docs is not None:
+        from fedfit.app.docs import write_results_page
+
+        write_results_page(docs, file, name, spec, table, figures, len(dirs), failed, overrides)
     if readme:
+        from fedfit.app.docs import shown_figures
+
         readme = Path(readme)
         fig_dir = readme.parent / "docs" / "figures"
         fig_dir.mkdir(parents=True, exist_ok=True)
         shown = []
-        for f in figures:
-            shows = ("accuracy_vs_bytes", "accuracy_vs_round") + (("accuracy_vs_time",) if spec.get("target") else ())
-            if f.suffix == ".png" and f.stem in shows:
-                dst = fig_dir / f"{name}_{f.name}"
-                shutil.copyfile(f, dst)
-                shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")
+        for f in shown_figures(figures, target=spec.get("target") is not None):
+            dst = fig_dir / f"{name}_{f.name}"
+            shutil.copyfile(f, dst)
+            shown.append(f"![{f.stem.replace('_', ' ')}]({dst.relative_to(readme.parent).as_posix()})")
         body = (f"Regenerate with `fedfit sweep {file} --readme {readme}` "
                 f"({len(dirs)} runs).\n\n{table}\n\n" + "\n".join(shown))
         readme.write_text(replace_section(readme.read_text(), f"results:{name}", body))

@@ -143,11 +143,14 @@ def _sweep(args: argparse.Namespace) -> int:
         for c in configs:
             print(f"  {c['name']}")
         return 0
+    docs = (args.docs_dir or "docs") if args.docs else None
     result = sweep(args.file, *args.overrides, readme=args.readme, plot_only=args.plot_only, title=args.title,
-                   verbose=args.verbose, only=args.only)
+                   verbose=args.verbose, only=args.only, docs=docs)
     if result.table:
         print(result.table)
         print(f"figures and tables: {result.figures[0].parent}")
+        if docs:
+            print(f"results page: {docs}/results/{result.name}.md (figures in {docs}/results/figures)")
     if args.readme:
         print(f"updated {args.readme} (section results:{result.name})")
     if result.failed:
@@ -276,10 +279,13 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fedfit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from fedfit.app.docs import see  # each command's help ends with the docs page that explains it
+
+    p = argparse.ArgumentParser(prog="fedfit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=see("index"))
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fewshot", help="centralized few-shot evaluation over sampled tasks")
+    f = sub.add_parser("fewshot", help="centralized few-shot evaluation over sampled tasks", epilog=see("concepts"))
     f.add_argument("--dataset", default="openclipart")
     f.add_argument("--data-root", default=None)
     f.add_argument("--backbone", default="efficientnet_lite0")
@@ -301,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     f.set_defaults(fn=_fewshot)
 
-    s = sub.add_parser("simulate", help="federated run on Flower's simulation engine (Ray)")
+    s = sub.add_parser("simulate", help="federated run on Flower's simulation engine (Ray)",
+                       epilog=see("getting-started"))
     s.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=20 shots=10")
     s.add_argument("--plot", action="store_true", help="write the run's figures when it ends")
@@ -312,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_simulate)
 
     b = sub.add_parser("bench", help="one run's efficiency on this machine: bare model vs clients vs rounds, "
-                                     "bytes, peak memory, Ray start-up (table + JSON)")
+                                     "bytes, peak memory, Ray start-up (table + JSON)", epilog=see("performance"))
     b.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
     b.add_argument("overrides", nargs="*", help="key=value overrides, e.g. dataset=openclipart image_size=96")
     b.add_argument("--out", default="bench.json", help="the report (JSON; default: ./bench.json)")
@@ -326,16 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     b.set_defaults(fn=_bench)
 
-    de = sub.add_parser("dp-epsilon", help="both epsilons a DP federation would spend (its options, no training)")
+    de = sub.add_parser("dp-epsilon", help="both epsilons a DP federation would spend (its options, no training)",
+                        epilog=see("how-to/dp"))
     de.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
     de.add_argument("overrides", nargs="*", help="key=value, e.g. num_clients=1000 clients_per_round=10 rounds=10")
     de.add_argument("--noise", type=float, nargs="+", default=[0.1, 0.3, 1.0, 2.0, 4.0, 8.0], metavar="Z",
                     help="noise multipliers to table (default: 0.1 0.3 1 2 4 8)")
     de.set_defaults(fn=_dp_epsilon)
 
-    sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots")
+    sw = sub.add_parser("sweep", help="run a named experiment (experiments/NAME.toml), resumable, with plots",
+                        epilog=see("how-to/experiments"))
     sw.add_argument("file")
     sw.add_argument("overrides", nargs="*", help="key=value applied to every run")
+    sw.add_argument("--docs", action="store_true",
+                    help="write its results page, docs/results/NAME.md, with its figures (README.md untouched)")
+    sw.add_argument("--docs-dir", default=None, metavar="DIR", help="the docs folder for --docs (default: docs)")
     sw.add_argument("--readme", default=None, help="also write the results table + figures into this README")
     sw.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     sw.add_argument("--plot-only", action="store_true", help="only redo figures/tables of finished runs")
@@ -345,17 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--verbose", action="store_true")
     sw.set_defaults(fn=_sweep)
 
-    pa = sub.add_parser("partition", help="plan the clients of a configuration (no training) and draw them")
+    pa = sub.add_parser("partition", help="plan the clients of a configuration (no training) and draw them",
+                        epilog=see("how-to/partition"))
     pa.add_argument("overrides", nargs="*", help="key=value (see fedfit/defaults.toml)")
     pa.add_argument("--config", default=None)
     pa.add_argument("--out", default="partition.png", help="figure path (PNG, and SVG beside it)")
     pa.set_defaults(fn=_partition)
 
-    tb = sub.add_parser("table", help="per-round Markdown table of run directories")
+    tb = sub.add_parser("table", help="per-round Markdown table of run directories", epilog=see("getting-started"))
     tb.add_argument("runs", nargs="+")
     tb.set_defaults(fn=_table)
 
-    pl = sub.add_parser("plot", help="figures (PNG, SVG) and tables (CSV, Markdown) from run directories")
+    pl = sub.add_parser("plot", help="figures (PNG, SVG) and tables (CSV, Markdown) from run directories",
+                        epilog=see("getting-started"))
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--out", default=None, help="output folder (default: the run folder, or ./plots)")
     pl.add_argument("--title", default=None)
@@ -363,10 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one line per group of runs differing only by seed=N (their round-by-round mean)")
     pl.set_defaults(fn=_plot)
 
-    d = sub.add_parser("deploy", help="real machines: certificates, SuperNode keys, start commands, Flower's traffic")
+    deploy_docs = see("how-to/real-machines")
+    d = sub.add_parser("deploy", help="real machines: certificates, SuperNode keys, start commands, Flower's traffic",
+                       epilog=deploy_docs)
     d.set_defaults(fn=_deploy)
     dsub = d.add_subparsers(dest="deploy_command", required=True)
-    di = dsub.add_parser("init", help="CA + SuperLink certificate + one key per SuperNode + a start script per machine")
+    di = dsub.add_parser("init", help="CA + SuperLink certificate + one key per SuperNode + a start script per machine",
+                         epilog=deploy_docs)
     di.add_argument("out", help="folder to write (one sub-folder per machine)")
     di.add_argument("--superlink-host", default="127.0.0.1", help="name or IP the SuperNodes use to reach the SuperLink")
     di.add_argument("--name", action="append", default=[], help="more DNS names / IPs for the certificate (repeatable)")
@@ -383,18 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--app", default=None, help="fedfit checkout that `flwr run` builds (default: this one)")
     di.add_argument("--database", default="", help="SuperLink state database file (default: in memory)")
     di.set_defaults(deploy_fn=_deploy_init)
-    dk = dsub.add_parser("node-key", help="one more SuperNode key pair (EC P-384, OpenSSH format)")
+    dk = dsub.add_parser("node-key", help="one more SuperNode key pair (EC P-384, OpenSSH format)", epilog=deploy_docs)
     dk.add_argument("path", help="private key file; the public key goes to PATH.pub")
     dk.add_argument("--comment", default="")
     dk.add_argument("--connection", default="fedfit")
     dk.set_defaults(deploy_fn=_deploy_node_key)
-    dc = dsub.add_parser("connect", help="add the SuperLink connection to the flwr CLI ($FLWR_HOME/config.toml)")
+    dc = dsub.add_parser("connect", help="add the SuperLink connection to the flwr CLI ($FLWR_HOME/config.toml)",
+                         epilog=deploy_docs)
     dc.add_argument("--address", required=True, help="SuperLink host:port")
     dc.add_argument("--ca", default=None, help="CA certificate (ca.crt)")
     dc.add_argument("--insecure", action="store_true", help="a SuperLink without TLS")
     dc.add_argument("--name", default="fedfit", help="connection name")
     dc.set_defaults(deploy_fn=_deploy_connect)
-    dt = dsub.add_parser("traffic", help="record Flower's per-run traffic (flwr ls) into a run folder")
+    dt = dsub.add_parser("traffic", help="record Flower's per-run traffic (flwr ls) into a run folder",
+                         epilog=deploy_docs)
     dt.add_argument("run_id")
     dt.add_argument("--run-dir", required=True, help="the run's folder (out_dir/name, where rounds.jsonl is)")
     dt.add_argument("--connection", default="fedfit")

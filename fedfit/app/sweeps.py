@@ -3,6 +3,9 @@
 An experiment file (``experiments/NAME.toml``)::
 
     name = "methods"            # optional; default: the file name
+    description = "..."         # optional: one line, the title's subtitle on its results page (--docs)
+    notes = '''...'''           # optional: what the results mean (Markdown), on its results page; or a
+                                # Markdown file NAME.md beside NAME.toml
     [base]                      # options shared by every run (see fedfit/defaults.toml)
     rounds = 10
     [grid]                      # every combination of these values is one run
@@ -50,7 +53,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-SECTIONS = ("name", "description", "base", "grid", "run", "bounds", "stability", "target")
+SECTIONS = ("name", "description", "notes", "base", "grid", "run", "bounds", "stability", "target")
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
@@ -68,6 +71,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     bounds = spec.get("bounds", {})
     if bounds:
         check_bounds(bounds, p)
+    for key in ("name", "description", "notes"):
+        if not isinstance(spec.get(key, ""), str):
+            raise ConfigError(f"{p}: {key} must be a string, got {spec[key]!r}")
     target = spec.get("target")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1):
         raise ConfigError(f"{p}: target is an accuracy as a fraction in (0, 1], got {target!r}")
