@@ -208,6 +208,13 @@ class Clock:
         self.over_select = int(cfg["over_select"])
         self.now = float(now)
 
+    def state(self) -> dict[str, float]:
+        """What a resumed run needs (checkpointed): the simulated time."""
+        return {"now": self.now}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.now = float(state["now"])
+
     def online(self, partitions: list[int]) -> list[int]:
         return [p for p in partitions if self.devices[p].is_online(self.now)]
 

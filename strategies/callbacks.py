@@ -1,32 +1,44 @@
 """Per-run side work around the round loop, one class each (as pfl-research's ``pfl/callback/``).
 
-The loop (``strategies.loop.Federation``) calls every callback, in list order: ``wrap_grid`` once
-before any message (a callback may put a layer around the engine's grid: ``fedfit bench`` times the
-exchanges so), ``on_run_start`` after the checkpoint was read (``resumed_after``: the last complete
-round, or None), ``on_round_end`` with each round's ``RoundRecord`` and ``on_run_end`` with the summary;
-``on_run_abort`` instead when the run stops on an error (a tracker then closes its run as failed).
-The built-in ones, in the order the loop puts them: ``WriteResults`` (config.json, one rounds.jsonl
-line per round, final_state.npz and summary.json), ``SaveCheckpoint`` (after the round's line, so a
-resumed run redoes at most the round in flight), ``PrintProgress`` (one line per round with an
-ETA; live rows of rounds and clients on a terminal),
-``ReportPersonalState`` (what the adapter keeps per client and never sends), ``Track`` (the experiment
-tracker, ``fedfit.trackers``, when ``tracker`` is set); callers' own (the bench's timer) come last.
+The loop (``strategies.loop.Federation``) writes the results and the checkpoint itself; then it calls
+every callback, in list order: ``wrap_grid`` once before any message (a callback may put a layer
+around the engine's grid: ``fedfit bench`` times the exchanges so), ``on_run_start`` after the
+checkpoint was read (``resumed_after``: the last complete round, or None), ``on_round_end`` with each
+round's ``RoundRecord`` after its results line and checkpoint, and ``on_run_end`` with the summary after
+the run's final files; ``on_run_abort`` instead when the run stops on an error (a tracker then closes its
+run as failed). Each hook gets a ``RunView``: the run as a callback may read it, never the loop itself.
+
+A callback that keeps state a resumed run needs is a ``fedfit.saveable.Saveable`` with a
+``checkpoint_key``: the loop checkpoints it under that name and loads it before ``on_run_start``.
+
+The built-in ones, in the order the loop puts them: ``PrintProgress`` (one line per round with an ETA;
+live rows of rounds and clients on a terminal), ``ReportPersonalState`` (what the adapter keeps per
+client and never sends), ``Track`` (the experiment tracker, ``fedfit.trackers``, when ``tracker`` is
+set); callers' own (the bench's timer) come last.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from fedfit import paired
 from fedfit import progress as live
-from fedfit import wire
 from fedfit.format import human_bytes, pct
-from fedfit.results import RoundRecord, RunWriter
+from fedfit.results import RoundRecord
 
-if TYPE_CHECKING:  # pragma: no cover
-    from strategies.loop import Federation
+
+@dataclass(frozen=True)
+class RunView:
+    """What a callback sees of the run (read-only): its options ``cfg``, its directory, ``config`` (the
+    record config.json holds) and ``records``, every round's so far (a resumed run's earlier ones too)."""
+
+    cfg: Mapping[str, Any]
+    run_dir: Path
+    config: Mapping[str, Any]
+    records: tuple[RoundRecord, ...] = ()
 
 
 class Callback:
@@ -35,53 +47,17 @@ class Callback:
     def wrap_grid(self, grid):
         return grid
 
-    def on_run_start(self, fed: "Federation", resumed_after: int | None) -> None:
+    def on_run_start(self, run: RunView, resumed_after: int | None) -> None:
         pass
 
-    def on_round_end(self, fed: "Federation", record: RoundRecord) -> None:
+    def on_round_end(self, run: RunView, record: RoundRecord) -> None:
         pass
 
-    def on_run_end(self, fed: "Federation", summary: dict[str, Any]) -> None:
+    def on_run_end(self, run: RunView, summary: dict[str, Any]) -> None:
         pass
 
-    def on_run_abort(self, fed: "Federation", error: BaseException) -> None:
+    def on_run_abort(self, run: RunView, error: BaseException) -> None:
         """The run stopped on ``error`` after ``on_run_start`` (what ran so far stays on disk)."""
-
-
-class WriteResults(Callback):
-    """The run directory's results (``fedfit.results.RunWriter``): ``records`` are every round's, those of
-    a resumed run's earlier rounds included."""
-
-    def __init__(self, config: dict[str, Any], overwrite: bool = False):
-        self.config, self.overwrite = config, overwrite
-        self.writer: RunWriter | None = None
-
-    @property
-    def records(self) -> list[RoundRecord]:
-        return self.writer.records if self.writer else []
-
-    def on_run_start(self, fed, resumed_after):
-        self.writer = RunWriter(fed.run_dir, self.config, resume_after=resumed_after,
-                                overwrite=self.overwrite and resumed_after is None)
-
-    def on_round_end(self, fed, record):
-        self.writer.write(record)
-
-    def on_run_end(self, fed, summary):
-        self.writer.save_state(fed.layout.unpack(wire.state_of(fed.arrays), copy=True))
-        self.writer.finish(**{k: v for k, v in summary.items() if k != "last_round"})
-
-
-class SaveCheckpoint(Callback):
-    """Everything a resumed run needs, rewritten atomically after every round (``strategies.checkpoint``)."""
-
-    def on_round_end(self, fed, record):
-        from strategies import checkpoint
-
-        checkpoint.save(fed.run_dir, record.round, wire.state_of(fed.arrays), fed.strategy,
-                        fingerprint=fed.layout.fingerprint, ever=dict(fed.ever),
-                        cum=(record.cum_bytes_down_wire, record.cum_bytes_up_wire), tracker=fed.tracker_id,
-                        clock=fed.clock.now if fed.clock else None, dp_ledger=(fed.ledger.releases, fed.ledger.seen))
 
 
 class PrintProgress(Callback):
@@ -97,28 +73,28 @@ class PrintProgress(Callback):
     def wrap_grid(self, grid):
         return _ClientsBar(grid)
 
-    def on_run_start(self, fed, resumed_after):
+    def on_run_start(self, run, resumed_after):
         from fedfit.config import run_name
 
         first = 0 if resumed_after is None else resumed_after + 1
-        self.bar = live.bar(f"{run_name(fed.cfg)}: rounds", total=self.rounds + 1, completed=first)
+        self.bar = live.bar(f"{run_name(run.cfg)}: rounds", total=self.rounds + 1, completed=first)
 
-    def on_round_end(self, fed, record):
+    def on_round_end(self, run, record):
         if record.round > 0:  # round 0 only evaluates: not the pace of the rounds left
             self._seconds, self._trained = self._seconds + record.seconds, self._trained + 1
         self.progress(round_line(record, self.rounds)
                       + live.eta(self._seconds, self._trained, self.rounds - record.round))
         self.bar.advance()
 
-    def on_run_end(self, fed, summary):
+    def on_run_end(self, run, summary):
         self.bar.close()
-        records = fed.results.records
+        records = run.records
         last = records[-1]
         counted = summary["first_failure"]
         fails = f"; {summary['failures']} client messages failed (first: {counted['reason']})" if counted else ""
         new = f", new users {_pct(last.new_acc_mean)}" if last.new_users else ""
         first = records[0]
-        mine = paired.client_change(first.per_client, last.per_client, fed.cfg["num_clients"]) \
+        mine = paired.client_change(first.per_client, last.per_client, run.cfg["num_clients"]) \
             if len(records) > 1 else None
         theirs = paired.image_change(first.global_answers, last.global_answers) if len(records) > 1 else None
         mine_s = f", paired {mine} points over {mine.n} clients" if mine is not None and mine.n > 1 else ""
@@ -127,9 +103,9 @@ class PrintProgress(Callback):
         self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "
                       f"{_pct(last.acc_mean)} (round 0: {_pct(first.acc_mean)}{mine_s}){new}, global "
                       f"{_pct(last.global_acc)}{theirs_s}, {human_bytes(last.cum_bytes_wire)} sent for "
-                      f"training{fails}; results in {fed.run_dir}")
+                      f"training{fails}; results in {run.run_dir}")
 
-    def on_run_abort(self, fed, error):
+    def on_run_abort(self, run, error):
         self.bar.close()
 
 
@@ -166,27 +142,37 @@ class _ClientsBar:
 
 class ReportPersonalState(Callback):
     """After the run's first round: what the adapter keeps per client and never sends, read from the
-    clients' state file (in simulation it lies in the run directory); ``numbers`` for the summary."""
+    clients' state file (in simulation it lies in the run directory); ``numbers`` for the summary. Its
+    state (checkpointed): whether it reported, and ``numbers``."""
+
+    checkpoint_key = "personal_report"
 
     def __init__(self, progress: Callable[[str], None]):
         self.progress = progress
         self.numbers: int | None = None
         self._done = False
 
-    def on_round_end(self, fed, record):
+    def state(self) -> dict[str, Any]:
+        return {"done": self._done, "numbers": self.numbers}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._done, self.numbers = bool(state["done"]), state["numbers"]
+
+    def on_round_end(self, run, record):
         if self._done:
             return
         self._done = True
         from fedfit.client_state import open_store
         from fedfit.federated import PERSONAL, adapter_name, shared_model
+        from fedfit.registry import METHODS
 
-        cfg = fed.cfg
-        if not shared_model(cfg).adapter.has_personal_state and cfg["method"] != "local-only":
+        cfg = run.cfg
+        if not shared_model(cfg).adapter.has_personal_state and METHODS.get(cfg["method"]).shared:
             self.numbers = 0
             self.progress(f"fedfit: personal state per client: none ({adapter_name(cfg)} keeps nothing "
                           f"between rounds)")
             return
-        path = fed.run_dir / "clients.sqlite"
+        path = run.run_dir / "clients.sqlite"
         if not path.is_file():  # deployment: the clients' state lies on their own machines
             return
         store = open_store(path)
@@ -202,36 +188,45 @@ class ReportPersonalState(Callback):
 class Track(Callback):
     """The run's experiment tracker (``fedfit.trackers``): started (or, resuming, continued by the id the
     checkpoint kept) at the run's start, every round's numbers logged at its round, the figures of the
-    run logged when it ends."""
+    run logged when it ends. Its state (checkpointed): the tracker's run id."""
+
+    checkpoint_key = "tracker"
 
     def __init__(self, name: str):
         from fedfit.trackers import create_tracker
 
         self.tracker = create_tracker(name)
+        self.id: str | None = None
 
-    def on_run_start(self, fed, resumed_after):
+    def state(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.id = state["id"]
+
+    def on_run_start(self, run, resumed_after):
         from fedfit.config import run_name
 
-        cfg = fed.cfg
-        fed.tracker_id = self.tracker.start(fed.run_dir, run_name(cfg), fed.results.config, cfg["tracker_group"],
-                                            fed.tracker_id if resumed_after is not None else None,
-                                            0 if resumed_after is None else resumed_after + 1)
+        cfg = run.cfg
+        self.id = self.tracker.start(run.run_dir, run_name(cfg), dict(run.config), cfg["tracker_group"],
+                                     self.id if resumed_after is not None else None,
+                                     0 if resumed_after is None else resumed_after + 1)
 
-    def on_round_end(self, fed, record):
+    def on_round_end(self, run, record):
         from fedfit.trackers import round_metrics
 
         self.tracker.log(record.round, round_metrics(asdict(record)))
 
-    def on_run_end(self, fed, summary):
+    def on_run_end(self, run, summary):
         from fedfit.plot import plot_runs
 
         try:
-            for path in plot_runs([fed.run_dir], fed.run_dir / "plots"):
+            for path in plot_runs([run.run_dir], run.run_dir / "plots"):
                 self.tracker.artifact(path)
         finally:
             self.tracker.finish()
 
-    def on_run_abort(self, fed, error):
+    def on_run_abort(self, run, error):
         self.tracker.finish(failed=True)
 
 
@@ -260,8 +255,3 @@ def round_line(r: RoundRecord, rounds: int) -> str:
     return (f"round {r.round:>3}/{rounds} | {trained}, total {human_bytes(r.cum_bytes_wire)} | "
             f"acc {_pct(r.acc_mean)} (median {_pct(r.acc_median)}, p10 {_pct(r.acc_p10)}, {r.eval_clients} clients)"
             f"{new} | global {_pct(r.global_acc)}{loss}{eps}{fail} | {r.seconds:.1f} s")
-
-
-def summary_record(record: RoundRecord) -> dict[str, Any]:
-    """A round record as the summary's ``last_round``."""
-    return asdict(record)

@@ -107,11 +107,18 @@ class Ledger:
     """Counts the private releases (aggregated DP rounds) and gives both epsilons at the run's delta:
     ``epsilon()`` without amplification (Flower's accountant for fixed clipping; for adaptive clipping
     the same model, by this class) and ``epsilon_sampled()`` with fixed-size
-    sampling without replacement (module docstring). ``releases`` and ``seen`` are its state (checkpointed)."""
+    sampling without replacement (module docstring). ``releases`` and ``seen`` are its state (``state()``,
+    checkpointed)."""
 
     def __init__(self, cfg: dict[str, Any], releases: int = 0):
         self.cfg, self.releases = cfg, int(releases)
         self.seen = 0  # Flower's accountant's releases at the last look (fixed clipping)
+
+    def state(self) -> dict[str, int]:
+        return {"releases": self.releases, "seen": self.seen}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.releases, self.seen = int(state["releases"]), int(state["seen"])
 
     def after_aggregate(self, strategy: Strategy, aggregated: bool) -> None:
         """Call once per training round, after ``aggregate_train`` (``aggregated``: it returned a state)."""

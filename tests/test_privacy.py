@@ -16,7 +16,7 @@ from strategies.inline import InlineGrid
 from strategies.loop import run_federation
 from strategies.sampling import ClientSampler
 
-# what a client's training leaves per client in a record (loop._Round.training) and its evaluation's time
+# what a client's training leaves per client in a record (strategies.round_log.RoundLog.training) and its evaluation's time
 TRAINING_KEYS = {"train_loss", "train_steps", "train_seconds", "update_norm", "sim_s", "up_wire", "down_wire",
                  "eval_seconds"}
 
@@ -130,7 +130,7 @@ def test_a_secret_dp_run_resumes_with_its_accountant(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(cfg, callbacks=(_StopAfter(2),))
     ck = pickle.loads((tmp_path / "r" / "checkpoint.pkl").read_bytes())
-    assert ck["round"] == 2 and ck["dp_ledger"][0] == 2
+    assert ck["round"] == 2 and ck["parts"]["ledger"]["releases"] == 2
     summary, lines, sent = _run(cfg, resume=True)
     assert sorted(sent) == [3] and summary["resumed_after"] == 2
     assert sum("not reproducible" in line for line in lines) == 1

@@ -187,7 +187,7 @@ def federation(cfg: dict[str, Any], since: int, verbose: bool = False) -> dict[s
     run_dir = Path(summary["run_dir"])
     records = read_rounds(run_dir)
     workers = seen.get("workers") or core.client_workers(cfg)
-    from strategies.loop import overlaps
+    from strategies.training import overlaps
 
     eff = core.round_efficiency(records, workers, overlap=overlaps(cfg))
     if "grid" in seen and len(seen["ends"]) == len(eff["per_round"]):

@@ -47,13 +47,12 @@ class Reply:
 class ServerStep:
     """A round trained on the server: the new float32 (n,) ``state``, the ``clients`` whose data it used,
     its mean ``loss`` (None: no step), ``upload``: bytes the clients sent to make it possible this round
-    (pooled data), ``extra``: what the round's record keeps under ``extra``."""
+    (pooled data: training upload)."""
 
     state: np.ndarray
     clients: int
     loss: float | None = None
     upload: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Stock = Callable[[Sequence[Reply]], "np.ndarray | None"]  # the configured strategy over these replies
@@ -121,7 +120,7 @@ class Method:
         cfg = self.cfg
         dp = '' if cfg['dp'] == 'none' else ' + DP (' + cfg['dp'] + ' clipping)'
         return (f"{cfg['method']} / {cfg['strategy']}{dp}, {size:,} parameters sent ({human_bytes(4 * size)} fp32), "
-                f"{cfg['clients_per_round']} clients per round, {local_steps(cfg)} steps each")
+                f"{self.cohort()} clients per round, {local_steps(cfg)} steps each")
 
     def resolved(self) -> dict[str, Any]:
         """What the method's own options resolve to (config.json)."""
