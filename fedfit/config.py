@@ -1,4 +1,5 @@
-"""Run configuration: one flat dict of named options with defaults in ``defaults.toml``.
+"""Run configuration: one flat dict of named options, declared once in ``fedfit.options`` (their defaults,
+types and rules; ``fedfit/defaults.toml`` is generated from them, to read).
 
 ``load_config(path, overrides)`` = defaults <- TOML file <- ``key=value`` strings. Every key must be
 known and every value must have its default's type (ints are accepted for floats); anything else is
@@ -10,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedfit.option_types import Options  # the typed view of defaults.toml
+from fedfit import options as declared
+from fedfit.option_types import Options  # the typed view of the options (generated from fedfit.options)
 from fedfit.registry import METHODS
 
 if sys.version_info >= (3, 11):
@@ -18,8 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
-RULES_PATH = Path(__file__).with_name("options.toml")  # what each option may hold, declared
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")  # generated from fedfit.options, to read
 
 
 class ConfigError(ValueError):
@@ -27,15 +28,14 @@ class ConfigError(ValueError):
 
 
 def defaults() -> dict[str, Any]:
-    with DEFAULTS_PATH.open("rb") as f:
-        return tomllib.load(f)
+    """Every option's default (``fedfit.options``), a fresh dict."""
+    return declared.defaults()
 
 
 def rules() -> dict[str, dict[str, Any]]:
-    """``options.toml``: option -> its declared rule (bounds ``ge`` / ``gt`` / ``le`` / ``lt``, extra
-    values ``or`` with their ``hint``, ``choices``, ``unit``)."""
-    with RULES_PATH.open("rb") as f:
-        return tomllib.load(f)
+    """Option -> its declared rule (bounds ``ge`` / ``gt`` / ``le`` / ``lt``, extra values ``or`` with their
+    ``hint``, ``choices``, ``unit``; ``fedfit.options``)."""
+    return declared.rules()
 
 
 _BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
@@ -149,7 +149,7 @@ DP_MODES = tuple(RULES["dp"]["choices"])
 
 
 def validate(cfg: Options) -> None:
-    """Every option's declared rule (``options.toml``), the rules between options and every name against
+    """Every option's declared rule (``fedfit.options``), the rules between options and every name against
     its registry (strategy names are checked by ``strategies``, which owns that registry); raises
     ConfigError naming the option and the fix."""
     def need(cond: bool, msg: str) -> None:
@@ -159,7 +159,7 @@ def validate(cfg: Options) -> None:
     def choose(key: str, names) -> None:
         need(cfg[key] in names, f"{key} = {cfg[key]!r} is unknown; choose one of: {', '.join(names)}")
 
-    for key, rule in RULES.items():  # options.toml: every single option's range and choices
+    for key, rule in RULES.items():  # every single option's range and choices (fedfit.options)
         check_rule(key, cfg[key], rule)
     need(1 <= cfg["clients_per_round"] <= cfg["num_clients"],
          f"clients_per_round must be in 1..num_clients ({cfg['num_clients']}), got {cfg['clients_per_round']}")

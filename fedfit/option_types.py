@@ -1,7 +1,7 @@
-"""``Options``: the resolved options as a ``TypedDict`` (one key per option of ``defaults.toml``, typed
-as its default), so ``cfg: Options`` gives a type checker every ``cfg["key"]`` (``mypy``, ``pyright``).
-Kept equal to ``defaults.toml`` by ``tests/test_config.py``; the values are checked at run time by
-``fedfit.config.load_config`` (types) and ``validate`` (``options.toml``)."""
+"""``Options``: the resolved options as a ``TypedDict`` (one key per option, typed as its default), so
+``cfg: Options`` gives a type checker every ``cfg["key"]`` (``mypy``, ``pyright``). GENERATED from the
+options' declaration (``fedfit.options``) by ``python scripts/gen_options.py``; do not edit
+(``tests/test_options.py`` fails when it is stale)."""
 from __future__ import annotations
 
 from typing import TypedDict
@@ -10,13 +10,11 @@ from typing import TypedDict
 class Options(TypedDict):
     name: str
     method: str
-    adapter: str
-    strategy: str
     seed: int
-    data_seed: int
     dataset: str
     data_root: str
     cache_dir: str
+    data_seed: int
     image_size: int
     num_clients: int
     new_users: int
@@ -27,21 +25,18 @@ class Options(TypedDict):
     shots: int
     queries: int
     query_split: str
-    history: int
     backbone: str
     backbone_weights: str
+    adapter: str
     head: str
     protonets_temperature: str
     feature_norm: str
+    history: int
     iciia_partitions: int
     case_linear_steps: int
     case_training: str
-    rounds: int
-    clients_per_round: int
     local_steps: int
     accumulate_tasks: int
-    central_steps: int
-    central_tasks: str
     episode_split: str
     lr: float
     lr_schedule: str
@@ -50,22 +45,27 @@ class Options(TypedDict):
     weight_decay: float
     min_way: int
     max_way: int
-    prox_mu: float
+    central_steps: int
+    central_tasks: str
+    rounds: int
+    clients_per_round: int
+    strategy: str
     server_lr: float
     server_momentum: float
+    prox_mu: float
     trim_beta: float
     malicious: int
     multikrum_keep: int
+    codec_up: str
+    codec_down: str
+    delta: bool
+    error_feedback: bool
     dp: str
     dp_noise: float
     dp_clip: float
     dp_clipping: str
     dp_delta: float
     dp_randomness: str
-    codec_up: str
-    codec_down: str
-    delta: bool
-    error_feedback: bool
     dropout: float
     straggler: float
     straggler_delay_s: float
@@ -91,7 +91,7 @@ class Options(TypedDict):
     ray_address: str
     device: str
     precision: str
+    timeout_s: int
     out_dir: str
     tracker: str
     tracker_group: str
-    timeout_s: int

@@ -59,7 +59,7 @@ def test_a_table_other_than_run_is_an_error_not_silently_dropped(tmp_path):
 
 
 def test_every_adapter_option_it_declares_is_a_run_option():
-    """An adapter's options live in its own file (``config_options``) and defaults.toml, nowhere else."""
+    """An adapter maps its keywords to run options in its own file (``config_options``), declared in fedfit/options/."""
     from fedfit.adapters import ADAPTERS
     from fedfit.config import defaults
     from fedfit.federated import adapter_options
@@ -74,7 +74,7 @@ def test_every_adapter_option_it_declares_is_a_run_option():
 
 
 def _breaking(rule):
-    """A value that breaks ``rule`` (options.toml), of the option's type."""
+    """A value that breaks ``rule`` (declared in fedfit/options/), of the option's type."""
     if "choices" in rule:
         return "not-a-choice"
     if "lt" in rule:

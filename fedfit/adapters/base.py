@@ -56,9 +56,9 @@ class Adapter(nn.Module):
     """Base class. Subclasses create their parameters in ``attach`` and override the hooks they need."""
 
     name = "adapter"
-    # the run options (``fedfit/defaults.toml``) this adapter takes: keyword of ``__init__`` -> option name;
+    # the run options (declared in ``fedfit/options/``) this adapter takes: keyword of ``__init__`` -> option name;
     # ``fedfit.federated.adapter_options`` reads them from here, so an adapter's option lives in its file
-    # and in defaults.toml, nowhere else
+    # and in its group of fedfit/options/, nowhere else
     config_options: dict[str, str] = {}
     has_task_phase = False   # True: ``begin_task`` reads the context (FewShotModel.task preprocesses it)
     uses_history = False     # True: ``set_history`` keeps the client's unlabelled history features

@@ -279,7 +279,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fedfit.app.docs import see  # each command's help ends with the docs page that explains it
+    from fedfit.app.docs import options_epilog, see  # each command's help ends with the page that explains it
 
     p = argparse.ArgumentParser(prog="fedfit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=see("index"))
@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=_fewshot)
 
     s = sub.add_parser("simulate", help="federated run on Flower's simulation engine (Ray)",
-                       epilog=see("getting-started"))
+                       epilog=options_epilog() + "\n\n" + see("getting-started"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--config", default=None, help="TOML file of options (see fedfit/defaults.toml)")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. rounds=20 shots=10")
     s.add_argument("--plot", action="store_true", help="write the run's figures when it ends")

@@ -7,10 +7,8 @@
   (``write_results_page``: its command, tables, figures and what they mean), and ``docs/results/index.md``
   listing them (``results_index``).
 
-The generators read the declaration through ``declared_options`` only, so the page can follow the
-declaration wherever it lives: today the comments of ``fedfit/defaults.toml`` (help; sections
-``# --- NAME ---`` are the groups), ``fedfit/options.toml`` (rules) and ``fedfit.option_types.Options``
-(types).
+The options page reads the options' one declaration (``fedfit.options``: one module per component, each
+``Option`` with its default, help and rule) through ``declared_options``.
 """
 from __future__ import annotations
 
@@ -21,22 +19,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from fedfit.config import DEFAULTS_PATH, RULES_PATH
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from fedfit.options import Option
 
 DOCS_PAGE = "docs/{}.md"  # where the page explaining a command lives (the site's source; `mkdocs serve` shows it)
 OPTIONS_PAGE = Path("reference") / "options.md"  # under the docs folder
 RESULTS = Path("results")  # under the docs folder: one page per experiment, figures/ beside them
-GENERATOR = "python scripts/gen_docs.py"
+GENERATOR = "python scripts/gen_docs.py"  # the results index (the options page: scripts/gen_options.py)
+OPTIONS_GENERATOR = "python scripts/gen_options.py"
 
 
 def see(page: str) -> str:
     """The last line of a command's help: the docs page that explains it (``page`` without ``.md``)."""
     return f"Docs: {DOCS_PAGE.format(page)}"
+
+
+def options_epilog(width: int = 100) -> str:
+    """The options a run takes, by group, for a command's ``--help`` (from ``fedfit.options``)."""
+    import textwrap
+
+    from fedfit.options import groups
+
+    lines = ["options, as key=value (defaults and rules: docs/reference/options.md, or fedfit/defaults.toml):"]
+    for name, (_, opts) in groups().items():
+        lines += textwrap.wrap(", ".join(o.name for o in opts), width, initial_indent=f"  {name}: ",
+                               subsequent_indent=" " * (len(name) + 4), break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 # --- the options reference -------------------------------------------------------------------------
@@ -51,54 +58,6 @@ class OptionDoc:
     type: str       # str, int, float, bool
     rule: str       # what it may hold, in words ("" = checked in code: a registry's names, rules between options)
     help: str       # plain text; a newline starts an item of a list
-
-
-_SECTION = re.compile(r"^# --- (.+?) ---\s*$")
-_OPTION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=")
-_CONTINUED = re.compile(r"^(\s+)#( ?)(.*)$")
-
-
-def _split_comment(line: str) -> tuple[str, str | None]:
-    """``key = value  # comment`` -> (``key = value``, ``comment`` or None); a ``#`` inside quotes is text."""
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            return line[:i].rstrip(), line[i + 1:].strip()
-    return line.rstrip(), None
-
-
-def _help_lines(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """From a defaults file's comments: option -> help (its trailing comment and the indented comment lines
-    under it; a line indented further than the first starts a new item), option -> group (the last
-    ``# --- NAME ---`` above it)."""
-    helps: dict[str, list[tuple[int, str]]] = {}
-    groups: dict[str, str] = {}
-    group, current = "options", None
-    for line in path.read_text().splitlines():
-        if m := _SECTION.match(line):
-            group, current = m.group(1), None
-        elif m := _OPTION.match(line):
-            current = m.group(1)
-            groups[current] = group
-            _, comment = _split_comment(line)
-            helps[current] = [(0, comment)] if comment else []
-        elif current and (m := _CONTINUED.match(line)) and m.group(3).strip():
-            text = m.group(3)
-            helps[current].append((len(text) - len(text.lstrip()), text.strip()))
-        else:
-            current = None
-    out = {}
-    for name, parts in helps.items():
-        item = min((i for i, _ in parts if i > 0), default=0)  # the indent of a list's items
-        text = ""
-        for indent, part in parts:
-            text += ("\n" if indent and indent == item and text else " " if text else "") + part
-        out[name] = text
-    return out, groups
 
 
 _BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
@@ -124,24 +83,17 @@ def rule_text(rule: dict[str, Any]) -> str:
     return text
 
 
-def declared_options(defaults_path: Path = DEFAULTS_PATH, rules_path: Path = RULES_PATH) -> list[OptionDoc]:
-    """Every option in declaration order. Today from ``defaults.toml`` (values, help comments, groups),
-    ``options.toml`` (rules) and ``fedfit.option_types.Options`` (types); the single declaration replaces
-    these three by one source here and nowhere else."""
-    import typing
+def declared_options(options: Sequence[Option] | None = None) -> list[OptionDoc]:
+    """Every option in declaration order (``fedfit.options``; or ``options``, with their ``group`` set)."""
+    if options is None:
+        from fedfit.options import OPTIONS, groups
 
-    from fedfit.option_types import Options
-
-    with open(defaults_path, "rb") as f:
-        values = tomllib.load(f)
-    with open(rules_path, "rb") as f:
-        rules = tomllib.load(f)
-    types = typing.get_type_hints(Options)
-    helps, groups = _help_lines(Path(defaults_path))
-    return [OptionDoc(name=k, group=groups.get(k, "options"), default=v,
-                      type=getattr(types.get(k), "__name__", type(v).__name__),
-                      rule=rule_text(rules.get(k, {})), help=helps.get(k, ""))
-            for k, v in values.items()]
+        titles = {name: title for name, (title, _) in groups().items()}
+        options = list(OPTIONS.values())
+    else:
+        titles = {}
+    return [OptionDoc(name=o.name, group=titles.get(o.group, o.group or "options"), default=o.default,
+                      type=o.type.__name__, rule=rule_text(o.rule()), help=o.help) for o in options]
 
 
 def _toml_value(v: Any) -> str:
@@ -169,12 +121,13 @@ def options_page(options: Sequence[OptionDoc]) -> str:
     """The options reference (Markdown): how options are given, then one table per group, one row per
     option with an anchor (``options.md#NAME``)."""
     out = ["# Options reference", "",
-           f"<!-- Generated by `{GENERATOR}` from the options' declaration; do not edit: "
-           f"tests/test_docs.py fails when this page is stale. -->", "",
+           f"<!-- Generated by `{OPTIONS_GENERATOR}` from the options' declaration; do not edit: "
+           f"tests/test_options.py fails when this page is stale. -->", "",
            "Every option of a run, with its default, its type, what it may hold and what it does. The page is "
-           "generated from the options' declaration (today the comments of `fedfit/defaults.toml`, the rules of "
-           "`fedfit/options.toml` and the types of `fedfit/option_types.py`); "
-           f"`{GENERATOR}` rewrites it, and a test fails when it is stale or an option has no help.", "",
+           "generated from the options' one declaration (`fedfit/options/`: one module per component, each "
+           "option's default, help, bounds, special values and unit); "
+           f"`{OPTIONS_GENERATOR}` rewrites it with the other files derived from the declaration, and a test "
+           "fails when it is stale or an option has no help.", "",
            "Give options as `key=value` on the command line (`fedfit simulate rounds=20 shots=10`), in a TOML "
            "file (`fedfit simulate --config my.toml`, then `key=value` over it), as keywords from Python "
            "(`fedfit.run(rounds=20)`) or in an experiment file's `[base]` and `[grid]` "

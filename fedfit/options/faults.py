@@ -1,0 +1,19 @@
+"""Options of simulated faults and attacks (``fedfit.faults``): dropout, stragglers and hostile clients."""
+from fedfit.options.spec import Option
+
+GROUP = "faults and attacks (simulated; every choice seeded by seed, round and partition id)"
+
+OPTIONS = (
+    Option("dropout", 0.0,
+           "probability per client-round that a sampled client fails before training", ge=0, le=1),
+    Option("straggler", 0.0,
+           "probability per client-round that a client is slow...", ge=0, le=1),
+    Option("straggler_delay_s", 0.0,
+           "...by this many seconds (past timeout_s: a timeout)", ge=0, unit="seconds"),
+    Option("poison_fraction", 0.0,
+           "fraction of the training clients that are hostile (the same ones all run)", ge=0, le=1),
+    Option("poison", "scale",
+           "scale | signflip | noise | nan: what a hostile client sends instead of its update"),
+    Option("poison_scale", 100.0,
+           "scale: update x this; noise: Gaussian of this x the update's std", gt=0),
+)
