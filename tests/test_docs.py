@@ -116,6 +116,19 @@ def test_sweep_docs_writes_the_results_page_and_its_figures_and_leaves_readme_al
         "index.md", "tiny.md", "tiny_accuracy_vs_bytes.png", "tiny_accuracy_vs_round.png"]
 
 
+def test_sweep_readme_without_its_markers_stops_before_any_run(tmp_path, capsys):
+    from fedfit.app import cli
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# project, no results section\n")
+    f = _fake_sweep(tmp_path, TINY)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert cli.main(["sweep", str(f), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no <!-- results:tiny:start --> ... <!-- results:tiny:end --> markers" in err
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing ran, nothing written
+
+
 def test_a_results_page_without_notes_says_how_to_write_them(tmp_path):
     import fedfit
 

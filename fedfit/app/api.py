@@ -110,6 +110,13 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
                               run_sweep, stability_table, target_table)
 
     name, configs = sweep_configs(file, *overrides)
+    if readme:  # checked before any run: the section the results go to must exist
+        text = Path(readme).read_text() if Path(readme).is_file() else None
+        marker = f"<!-- results:{name}:start -->"
+        if text is None or marker not in text or f"<!-- results:{name}:end -->" not in text:
+            raise ConfigError(f"--readme {readme}: " + ("no such file" if text is None else
+                              f"no {marker} ... <!-- results:{name}:end --> markers; add them where the results "
+                              f"go, or write the results page with --docs"))
     failed: list[str] = []
     if not plot_only:
         from strategies.simulate import simulate
