@@ -15,8 +15,8 @@ OPTIONS = (
     Option("server_lr", -1.0,
            "the server's step: fedavg / fedavgm: the global moves this many times the clients' mean "
            "update; fedadam / fedyogi / fedadagrad: eta. -1 = the strategy's own: fedavg: "
-           "clients_per_round up to 10 (the updates added up, not averaged: see docs \"Why the "
-           "federation trailed its upper bound\"; 1 = McMahan et al.'s mean; 1 under dp); fedavgm: "
+           "clients_per_round up to 10 (the updates added up, not averaged: docs/results/findings.md: "
+           "\"The server step\"; 1 = McMahan et al.'s mean; 1 under dp); fedavgm: "
            "1.0; the others: 0.01",
            gt=0, special=(-1,),
            hint="-1: the strategy's own: fedavg clients_per_round up to 10, fedavgm 1.0, fedadam / fedyogi / "

@@ -19,6 +19,6 @@ OPTIONS = (
            "with feature_norm = l2: logits = -20 ||f - mu||^2 on unit features"),
     Option("feature_norm", "l2",
            "l2: features scaled to unit length before the head and its statistics (FiLM cannot "
-           "inflate them; see README \"A protocol that does not make things worse\") | none: raw pooled"
-           " features (FiT)", choices=("none", "l2")),
+           "inflate them; docs/results/findings.md: \"A protocol that does not make things worse\") | "
+           "none: raw pooled features (FiT)", choices=("none", "l2")),
 )
