@@ -9,7 +9,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 # Whole modules of federations run through subprocesses, Ray or real Flower servers: ``slow``, as is every
-# test on the shared Ray head. ``pytest -m "not slow"`` is the quick loop; CI runs everything.
+# test on the shared Ray head and every test that runs a federation in process (marked where it is;
+# ``_whole_federations_are_slow`` fails one that is not). ``pytest -m "not slow"`` is the quick loop; CI
+# runs everything.
 SLOW_MODULES = {"test_deployment", "test_resume", "test_simulation", "test_faults", "test_bench", "test_gpu"}
 
 
@@ -17,6 +19,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or "ray_head" in item.fixturenames:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _whole_federations_are_slow(request, monkeypatch):
+    """A test not marked ``slow`` that runs a whole federation in this process fails, naming the fix: the
+    quick loop (``-m "not slow"``) holds no federation, wherever a test file puts one."""
+    if request.node.get_closest_marker("slow") is None:
+        from strategies import loop
+
+        def refused(self, *args, **kwargs):
+            pytest.fail(f"{request.node.nodeid} runs a whole federation: mark it @pytest.mark.slow", pytrace=False)
+
+        monkeypatch.setattr(loop.Federation, "run", refused)
 
 
 @pytest.fixture(scope="session")

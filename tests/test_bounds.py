@@ -12,8 +12,9 @@ from fedfit.centralized import pool, steps_in_round, upload_bytes
 from fedfit.config import load_config
 from fedfit.episodes import FixedSplit, PooledEpisodes, split_episode
 from tests.runs import rounds
+from tests.tiny import TINY_ARGS, tiny_config
 
-DIGITS = ["dataset=digits", "image_size=32", "engine=inline", "queries=5"]
+DIGITS = [*TINY_ARGS, "engine=inline"]
 
 
 @pytest.mark.slow
@@ -111,8 +112,8 @@ def test_episode_split_option_reaches_the_clients_training():
 
     out = {}
     for split in ("step", "round"):
-        cfg = load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1,
-                                     "local_steps": 3, "queries": 2, "episode_split": split, "device": "cpu"})
+        cfg = tiny_config(num_clients=2, clients_per_round=1, local_steps=3, queries=2, episode_split=split,
+                          device="cpu")
         _, flat = initial_state(cfg)
         out[split], m = ClientWork(cfg, 0).train(flat, 1)
         assert m["train_steps"] == 3 and np.linalg.norm(out[split] - flat) > 0

@@ -20,16 +20,29 @@ FEDFIT = str(Path(sys.executable).with_name("fedfit"))
     (["timeout_s=0"], "timeout_s must be > 0"),
     (["ray_address=127.0.0.1:1"], "ray_address = 127.0.0.1:1: no Ray head answers there"),  # not Ray's minute of retries
 ])
-def test_bad_options_fail_fast_in_one_line(tmp_path, options, says):
+def test_bad_options_fail_fast_in_one_line(tmp_path, monkeypatch, capsys, options, says):
+    from fedfit.app import cli
+
+    monkeypatch.chdir(tmp_path)
     t0 = time.monotonic()
-    p = subprocess.run([FEDFIT, "simulate", *options, f"out_dir={tmp_path}"], capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
-    out = (p.stdout + p.stderr).strip().splitlines()
-    assert p.returncode == 2, out
-    assert len(out) <= 3 and "Traceback" not in p.stderr, out
+    code = cli.main(["simulate", *options, f"out_dir={tmp_path}"])
+    captured = capsys.readouterr()
+    out = (captured.out + captured.err).strip().splitlines()
+    assert code == 2, out
+    assert len(out) <= 3 and "Traceback" not in captured.err, out
     assert says in out[-1], out
-    assert time.monotonic() - t0 < 60  # seconds (imports included), not a Ray start
+    assert time.monotonic() - t0 < 60  # seconds, not a Ray start
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_the_command_exits_2_in_one_line_on_a_bad_option(tmp_path):
+    """The console script itself (a process of its own): exit status 2, one line, no traceback."""
+    p = subprocess.run([FEDFIT, "simulate", "strategy=bulyan", f"out_dir={tmp_path}"], capture_output=True,
+                       text=True, timeout=120, cwd=tmp_path)
+    out = (p.stdout + p.stderr).strip().splitlines()
+    assert p.returncode == 2 and len(out) <= 3 and "Traceback" not in p.stderr, out
+    assert "bulyan tolerates malicious = 1 with clients_per_round >= 4f + 3" in out[-1], out
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_federation_that_cannot_go_on_exits_4_in_one_line(monkeypatch, capsys):

@@ -107,6 +107,7 @@ def test_a_bad_trace_or_over_selection_stops_before_any_work(tmp_path):
         preflight({**cfg, "engine": "inline"})
 
 
+@pytest.mark.slow
 def test_same_options_same_clock_and_a_client_offline_mid_round_is_counted(tmp_path):
     from strategies.sampling import ClientSampler
 

@@ -7,8 +7,9 @@ from fedfit.results import read_rounds
 
 from fedfit.config import load_config
 from fedfit.faults import fault_draw, hostile_clients, poisoned_update
+from tests.tiny import TINY
 
-BASE = {"dataset": "digits", "image_size": 32, "local_steps": 2, "queries": 5, "new_users": 0, "global_eval": False}
+BASE = {**TINY, "local_steps": 2, "queries": 5, "new_users": 0, "global_eval": False}
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,11 @@ import torch
 
 from fedfit.config import load_config
 from fedfit.federated import ClientWork, initial_state
+from tests.tiny import TINY, tiny_config
 
 
 def _cfg(**over):
-    base = {"dataset": "digits", "image_size": 32, "num_clients": 4, "clients_per_round": 2, "local_steps": 3,
-            "queries": 5, "device": "cpu"}
-    return load_config(overrides={**base, **over})
+    return tiny_config(**{"local_steps": 3, "device": "cpu", **over})
 
 
 def test_fit_trains_film_and_head_only(rng):
@@ -129,7 +128,7 @@ def test_bad_partition_id_is_a_clear_error():
 def test_query_norm_is_the_raw_feature_scale_before_l2_normalization():
     """Evaluation reports the mean L2 norm of the query features before ``feature_norm``: with unit
     features the head sees norm 1, the report is the body's own scale (as a model without the norm gives)."""
-    over = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1, "queries": 3, "new_users": 0}
+    over = {**TINY, "num_clients": 2, "clients_per_round": 1, "queries": 3, "new_users": 0}
     work = ClientWork(load_config(overrides={**over, "feature_norm": "l2"}), 0)
     _, flat = initial_state(work.cfg)
     flat = flat * np.float32(1.1)  # FiLM scales x 1.1, shifts x 1.1: not the identity

@@ -8,8 +8,9 @@ from fedfit.client_state import ClientStateStore
 from fedfit.config import load_config
 from fedfit.federated import PERSONAL, ClientWork, initial_state, shared_model
 from fedfit.results import read_rounds
+from tests.tiny import TINY
 
-BASE = {"dataset": "digits", "image_size": 32, "num_clients": 3, "clients_per_round": 2, "rounds": 1,
+BASE = {**TINY, "num_clients": 3, "clients_per_round": 2, "rounds": 1,
         "local_steps": 2, "queries": 5, "new_users": 1, "device": "cpu", "global_eval": False,
         "case_linear_steps": 50}
 
@@ -21,6 +22,7 @@ def _quiet():
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter, shared", [("case", 426_192), ("scale_shift", 3_155_168),
                                              ("scale_shift-kxk", 9_056), ("iciia", 51_200)])
 def test_each_adapter_runs_federated(tmp_path, capsys, adapter, shared):
@@ -52,7 +54,7 @@ def _work(cfg, pid, store):
 
 @pytest.mark.parametrize("adapter", ["case", "iciia"])
 def test_no_leak_between_clients_that_share_one_model(tmp_path, adapter):
-    cfg = load_config(overrides={**BASE, "adapter": adapter})
+    cfg = load_config(overrides={**BASE, "adapter": adapter, "local_steps": 1, "case_linear_steps": 10})
     _, flat = initial_state(cfg)
     shared = ClientStateStore(tmp_path / "shared.sqlite")
     a, b = _work(cfg, 0, shared), _work(cfg, 1, shared)
@@ -82,6 +84,7 @@ def test_no_leak_between_clients_that_share_one_model(tmp_path, adapter):
     assert all(not k.startswith("adapter/linear") for k in shared_model(cfg).state_arrays())
 
 
+@pytest.mark.slow
 def test_personal_state_is_never_on_the_wire(tmp_path):
     from flwr.common.serde import message_to_proto
 

@@ -6,12 +6,12 @@ import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
 from fedfit import wire
-from fedfit.config import load_config
 from fedfit.layout import Layout
 from fedfit.results import read_rounds
 from strategies.inline import InlineGrid
 from strategies.loop import FederationError, run_federation
 from tests.runs import timeless
+from tests.tiny import tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +25,8 @@ def task_identity():
 
 
 def _cfg(tmp_path, **over):
-    return load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 4, "clients_per_round": 2,
-                                  "rounds": 2, "local_steps": 2, "queries": 5, "device": "cpu", "new_users": 1,
-                                  "out_dir": str(tmp_path), "global_eval": False, **over})
+    return tiny_config(**{"rounds": 2, "local_steps": 2, "device": "cpu", "new_users": 1, "out_dir": str(tmp_path),
+                          "global_eval": False, **over})
 
 
 def _run(cfg, node_seed=None, hook=None):
@@ -45,6 +44,7 @@ def _rounds(cfg):
 
 
 
+@pytest.mark.slow
 def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
     a = _cfg(tmp_path, name="a", global_eval=True)
     _run(a, node_seed=1)
@@ -61,6 +61,7 @@ def test_same_options_same_results_whatever_node_ids_flower_draws(tmp_path):
     assert rc[1]["trained"] != ra[1]["trained"] or rc[1]["train_loss"] != ra[1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_a_reply_without_train_loss_is_aggregated(tmp_path):
     cfg = _cfg(tmp_path, name="loss", clients_per_round=4, rounds=1)
 
@@ -79,6 +80,7 @@ def test_a_reply_without_train_loss_is_aggregated(tmp_path):
     assert r["clients"] == 4 and r["failed"] == 0 and "train_loss" not in r["per_client"]["1"]
 
 
+@pytest.mark.slow
 def test_a_rounds_update_norm_is_how_far_the_global_state_moved(tmp_path):
     """``update_norm`` of a round: the L2 norm of the aggregated change (here the final state minus the
     initial one); with FedAvg's mean (server_lr = 1) smaller than the clients' own update norms averaged when
@@ -103,6 +105,7 @@ def _ctx(cfg, pid):
     return Context(run_id=1, node_id=1, node_config={"partition-id": pid}, state=RecordDict(), run_config={})
 
 
+@pytest.mark.slow
 def test_a_client_with_another_layout_is_refused_with_its_reason(tmp_path):
     cfg = _cfg(tmp_path, name="layout", clients_per_round=4, rounds=1)
     other = Layout.of({"not/film": np.zeros(20_544, np.float32)}).fingerprint  # same size, another model
@@ -125,6 +128,7 @@ def test_a_client_with_another_layout_is_refused_with_its_reason(tmp_path):
     assert summary["failures"] == 1
 
 
+@pytest.mark.slow
 def test_a_run_no_client_can_train_stops_with_the_first_error(tmp_path):
     cfg = _cfg(tmp_path, name="broken")
 
@@ -140,6 +144,7 @@ def test_a_run_no_client_can_train_stops_with_the_first_error(tmp_path):
     assert len(_rounds(cfg)) == 1  # round 0 (evaluation) was finished and kept
 
 
+@pytest.mark.slow
 def test_dp_reports_epsilon_every_round(tmp_path):
     cfg = _cfg(tmp_path, name="dp", dp="client", dp_noise=1.0, dp_clip=0.1, local_steps=1)
     summary, _ = _run(cfg)
@@ -172,6 +177,7 @@ def _replace_stats(cfg, pid, msg, change):
                    reply_to=msg)
 
 
+@pytest.mark.slow
 def test_class_statistics_of_another_width_are_refused_and_the_run_goes_on(tmp_path):
     cfg = _cfg(tmp_path, name="width", rounds=1, global_eval=True)
 
@@ -191,6 +197,7 @@ def test_class_statistics_of_another_width_are_refused_and_the_run_goes_on(tmp_p
     assert summary["failures"] == 2  # counted: the finished run exits 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
 def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path, strategy):
     """A client that sends its class sums x 100 moves FedAvg's global class means freely; with a robust
@@ -221,6 +228,7 @@ def test_robust_strategies_keep_a_hostile_client_out_of_the_global_head(tmp_path
         assert abs(hostile["global_acc"] - honest["global_acc"]) <= 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["count", "sums"])
 def test_claims_no_client_can_make_are_refused_under_fedavg_too(tmp_path, what):
     """A client claiming 50,000 images of each of its classes (its class means unchanged), or class sums
@@ -244,6 +252,7 @@ def test_claims_no_client_can_make_are_refused_under_fedavg_too(tmp_path, what):
     assert r["global_clients"] == 3 and r["global_acc"] is not None and summary["failures"] == 1
 
 
+@pytest.mark.slow
 def test_fewer_nodes_than_partitions_start_at_once_and_say_which_are_missing(tmp_path, monkeypatch):
     """``flwr run`` with 4 SuperNodes for 4 clients + 1 new user used to wait out timeout_s (an hour) for
     the fifth node: now discovery ends when no new node has come for a few seconds, and the run says
@@ -262,6 +271,7 @@ def test_fewer_nodes_than_partitions_start_at_once_and_say_which_are_missing(tmp
                                   "reason": "no node holds this partition"} in r["failures"]
 
 
+@pytest.mark.slow
 def test_a_natural_owner_federation_on_an_image_folder_with_a_clients_layout(tmp_path):
     from tests.test_data import write_image
 

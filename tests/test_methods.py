@@ -11,10 +11,11 @@ from fedfit.app import cli
 from fedfit.config import ConfigError, load_config
 from fedfit.methods import METHODS, Method
 from tests.runs import rounds, timeless
+from tests.tiny import TINY_ARGS
 
 pytestmark = pytest.mark.slow  # whole federations
 LOOP = Path(__file__).resolve().parents[1] / "strategies" / "loop.py"
-OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=3", "clients_per_round=3", "new_users=0", "rounds=3",
+OPTIONS = ["engine=inline", *TINY_ARGS, "num_clients=3", "clients_per_round=3", "new_users=0", "rounds=3",
            "local_steps=1", "queries=2", "global_eval=false", "method=lowest-keeps"]
 STOP = {"round": None}  # the round whose aggregation stops the run (once), as a crash would
 
@@ -83,8 +84,9 @@ def test_a_toy_method_runs_through_simulate_resume_sweep_and_plot(tmp_path):
         assert r["update_norm"] == r["per_client"]["0"]["update_norm"] != r["per_client"]["1"]["update_norm"]
 
     toml = tmp_path / "toy.toml"
-    toml.write_text("name = 'toy'\n[base]\n" + "".join(f"{o.split('=')[0]} = {_toml(o.split('=')[1])}\n"
-                                                        for o in OPTIONS) + f"out_dir = '{tmp_path}'\n"
+    options = dict(o.split("=", 1) for o in OPTIONS)  # later values win, as on the command line
+    toml.write_text("name = 'toy'\n[base]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in options.items())
+                    + f"out_dir = '{tmp_path}'\n"
                     "[grid]\nseed = [0]\n[[run]]\nname = 'toy'\n")
     assert cli.main(["sweep", str(toml)]) == 0
     swept = tmp_path / "toy" / "toy_seed=0"

@@ -15,6 +15,7 @@ from strategies.callbacks import Callback
 from strategies.inline import InlineGrid
 from strategies.loop import run_federation
 from strategies.sampling import ClientSampler
+from tests.tiny import TINY_ARGS, tiny_config
 
 # what a client's training leaves per client in a record (strategies.round_log.RoundLog.training) and its evaluation's time
 TRAINING_KEYS = {"train_loss", "train_steps", "train_seconds", "update_norm", "sim_s", "up_wire", "down_wire",
@@ -34,10 +35,9 @@ def quiet_flower():
 def _cfg(tmp_path, **over):
     """8 clients, 2 per round, 3 rounds: C(8, 2) = 28 samples a round, so two secret runs draw the same
     three samples with probability 28^-3 (5e-5)."""
-    return load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 8, "clients_per_round": 2,
-                                  "rounds": 3, "local_steps": 1, "queries": 5, "device": "cpu", "new_users": 0,
-                                  "eval_clients": 2, "eval_every": 3, "global_eval": False, "dp_noise": 1.0,
-                                  "dp_clip": 0.1, "out_dir": str(tmp_path), **over})
+    return tiny_config(**{"num_clients": 8, "rounds": 3, "local_steps": 1, "device": "cpu", "new_users": 0,
+                          "eval_clients": 2, "eval_every": 3, "global_eval": False, "dp_noise": 1.0, "dp_clip": 0.1,
+                          "out_dir": str(tmp_path), **over})
 
 
 def _run(cfg, hook=None, callbacks=(), resume=False):
@@ -67,6 +67,7 @@ def _fail_training_of_round_2(pid, msg):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["server", "client"])
 def test_secret_sampling_writes_no_trained_ids_and_two_runs_draw_different_samples(tmp_path, mode):
     a = _cfg(tmp_path, name="a", dp=mode)
@@ -91,6 +92,7 @@ def test_secret_sampling_writes_no_trained_ids_and_two_runs_draw_different_sampl
     assert "is broken" not in text and '"sim_s"' not in text
 
 
+@pytest.mark.slow
 def test_the_seeded_sample_is_written_reproduced_and_reports_no_amplified_epsilon(tmp_path):
     a = _cfg(tmp_path, name="a", dp="server", dp_randomness="seeded", rounds=2, eval_every=2)
     _, lines, sent_a = _run(a)
@@ -125,6 +127,7 @@ class _StopAfter(Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_a_secret_dp_run_resumes_with_its_accountant(tmp_path):
     cfg = _cfg(tmp_path, name="r", dp="server")
     with pytest.raises(KeyboardInterrupt):
@@ -172,7 +175,7 @@ def test_a_library_that_doubles_inside_the_rdp_accountant_stops_the_run_before_a
         orig = rdp._compute_rdp_sample_wor_gaussian_int
         monkeypatch.setattr(rdp, "_compute_rdp_sample_wor_gaussian_int", lambda q, sigma, alpha: orig(q, sigma / 2, alpha))
     assert "the library changed how it treats replace-one neighbours" in dp.accounting_problem()
-    code = cli.main(["simulate", "dp=server", "dataset=digits", "image_size=32", "num_clients=4", "clients_per_round=2",
+    code = cli.main(["simulate", "dp=server", *TINY_ARGS,
                      "engine=inline", f"out_dir={tmp_path}", "name=x"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "PLD accountant" in err

@@ -14,12 +14,13 @@ from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
 from fedfit.results import RoundRecord, RunWriter, holds_results
 from tests.runs import rounds as _rounds
 from tests.runs import timeless
+from tests.tiny import TINY_ARGS
 
 FEDFIT = str(Path(sys.executable).with_name("fedfit"))
 # FedAdam (server moments) + top-k with error feedback (a residual per client) + local state files:
 # everything a checkpoint must carry. The in-process engine keeps the test fast; the checkpoint and
 # resume code are the same for every engine.
-OPTIONS = ["engine=inline", "dataset=digits", "image_size=32", "num_clients=4", "clients_per_round=2", "rounds=3",
+OPTIONS = ["engine=inline", *TINY_ARGS, "num_clients=4", "clients_per_round=2", "rounds=3",
            "local_steps=2", "queries=5", "new_users=0", "strategy=fedadam", "codec_up=topk:0.1", "delta=true",
            "global_eval=false"]
 

@@ -15,10 +15,11 @@ from fedfit.paired import decode_answers
 from tests import procs
 from tests.runs import rounds as _rounds
 from tests.runs import timeless
+from tests.tiny import TINY
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find Ray processes")
 
-BASE = {"dataset": "digits", "image_size": 32, "num_clients": 4, "clients_per_round": 2, "rounds": 2,
+BASE = {**TINY, "num_clients": 4, "clients_per_round": 2, "rounds": 2,
         "local_steps": 3, "queries": 5, "new_users": 0}
 
 

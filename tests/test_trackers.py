@@ -7,8 +7,9 @@ import pytest
 from fedfit.config import load_config
 from fedfit.results import read_rounds
 from fedfit.trackers import round_metrics
+from tests.tiny import TINY
 
-BASE = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1, "rounds": 2, "queries": 2,
+BASE = {**TINY, "num_clients": 2, "clients_per_round": 1, "rounds": 2, "queries": 2,
         "new_users": 0, "local_steps": 2, "engine": "inline"}
 
 
@@ -53,6 +54,7 @@ def test_round_metrics_are_every_number_of_a_record():
     assert m == {"acc_mean": 0.5, "clients": 2.0, "acc_extra/accuracy_linear": 0.4, "failures": 1.0}
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_every_round_and_a_resume_continues_it(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -63,6 +65,7 @@ def test_tensorboard_gets_every_round_and_a_resume_continues_it(tmp_path, monkey
     assert "accuracy_vs_round" in acc.Tags()["images"]
 
 
+@pytest.mark.slow
 def test_mlflow_gets_options_every_round_and_figures_and_a_resume_continues_the_same_run(tmp_path, monkeypatch):
     import mlflow
 
@@ -80,6 +83,7 @@ def test_mlflow_gets_options_every_round_and_figures_and_a_resume_continues_the_
     assert ck["tracker"] == "mlflow"
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_continued_by_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
