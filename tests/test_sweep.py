@@ -133,6 +133,24 @@ def test_each_group_is_placed_between_its_own_bounds_and_a_second_upper_bound(tm
     assert "or minus lo, per seed: +30.0 / +30.0 points" in table and "up-b minus lo-b, per seed: +20.0" in table
 
 
+def test_a_bounds_table_before_its_bounds_finished_says_which_are_missing(tmp_path):
+    from fedfit.app.sweeps import bounds_table
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n'
+                         + "".join(f'[[run]]\nname = "{n}"\n' for n in ("a", "lo", "up"))
+                         + '[bounds]\nlower = "lo"\nupper = "up"\n')
+    _, cfgs = load_sweep(f)
+    for c in cfgs:
+        if not c["name"].startswith("lo"):  # the lower bound has not finished
+            _fake_run(c, {"a": 0.7, "up": 0.8}[c["name"].rsplit("_seed=", 1)[0]])
+    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs if not c["name"].startswith("lo")],
+                         load_spec(f)["bounds"])
+    row = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| lo / up | n/a | -10.0 ± 0.0 | n/a |" in row["a"]
+    assert "Bounds not finished yet: lo (n/a where they are needed; run the sweep again)." in table
+    assert "minus lo" not in table
+
+
 def test_stability_table_flags_a_last_round_below_round_0_or_the_best(tmp_path):
     from fedfit.paired import encode_answers
     from fedfit.app.sweeps import stability_table

@@ -305,9 +305,7 @@ def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
     default = {k: bounds[k] for k in BOUND_KEYS if k in bounds}
     own = bounds.get("groups", {})
     sets = [default] + [b for b in own.values() if b != default]
-    for b in sets:
-        if b["lower"] not in runs or b["upper"] not in runs:
-            raise ValueError(f"bounds {b['lower']!r} / {b['upper']!r} not among the finished groups: {sorted(runs)}")
+    pending = sorted({v for b in sets for v in b.values() if v not in runs})  # bounds with no finished run yet
     is_bound = {v for b in sets for v in b.values()}
     oracle = any("oracle" in b for b in sets)
     acc = {g: {s: r["acc_mean"] for s, r in by.items()} for g, by in runs.items()}
@@ -322,6 +320,8 @@ def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
         diff = _pm(_paired(acc[g], acc[up]), True)
         if g == b["lower"]:
             return diff, "-"
+        if b["lower"] not in runs:
+            return diff, "n/a"
         low = _paired(acc[g], acc[b["lower"]])
         span = _paired({s: acc[up][s] for s in acc[g] if s in acc[up]}, acc[b["lower"]])
         ok = low and span and sum(span) > 0 and len(low) == len(span)
@@ -334,16 +334,18 @@ def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
     for g, by in runs.items():
         b = own.get(g, default)
         vals = lambda k: [r[k] for r in by.values() if r.get(k) is not None]  # noqa: E731
-        lower = "-" if g == b["lower"] else _pm(_paired(acc[g], acc[b["lower"]]), True)
+        lower = "-" if g == b["lower"] else "n/a" if b["lower"] not in runs else \
+            _pm(_paired(acc[g], acc[b["lower"]]), True)
         row = [g, str(len(by)), _pm(vals("acc_mean")), "own" if g in is_bound else f"{b['lower']} / {b['upper']}",
                lower, *versus(g, b, "upper")] + (list(versus(g, b, "oracle")) if oracle else [])
         rows.append(row + [_pm(vals("new_acc_mean")), _pm(vals("global_acc")),
                            fmt.human_bytes(float(np.mean(vals("cum_bytes_wire"))))])
     table = fmt.markdown_table(header, rows, "lr" + "r" * (len(header) - 2))
-    lines = []
+    lines = [f"Bounds not finished yet: {', '.join(pending)} (n/a where they are needed; run the sweep again)."] \
+        if pending else []
     for b in sets:
         for key in ("upper", "oracle"):
-            if key in b and b[key] in runs:
+            if key in b and b[key] in runs and b["lower"] in runs:
                 gap = _paired(acc[b[key]], acc[b["lower"]])
                 holds = "holds on every seed" if gap and min(gap) >= 0 else "does NOT hold on every seed"
                 lines.append(f"{b[key]} minus {b['lower']}, per seed: " + " / ".join(f"{100 * x:+.1f}" for x in gap)
