@@ -86,6 +86,10 @@ class CodecGrid:
                              f"{self.fingerprint} (a client with another model)")
         content = {wire.METRICS: metrics}
         if phase == wire.TRAIN:
+            most = getattr(self.class_limits, "per_client", None)  # support images a client of the run holds
+            if most is not None and metrics[wire.WEIGHT] > most:
+                raise ValueError(f"{wire.WEIGHT} {metrics[wire.WEIGHT]:g} is more than the {most} support images a "
+                                 f"client of this run holds (its weight in the aggregate)")
             rec = reply.content.get(wire.ARRAYS)
             if not isinstance(rec, ArrayRecord):
                 raise ValueError("training reply carries no 'arrays' record")

@@ -178,6 +178,29 @@ def _replace_stats(cfg, pid, msg, change):
 
 
 @pytest.mark.slow
+def test_a_training_reply_claiming_more_examples_than_a_client_holds_is_refused(tmp_path):
+    """FedAvg weighs each reply by its num-examples: one claiming more support images than a client of the
+    run holds (5 classes x 5 shots = 25) would own the aggregate; it is rejected and counted."""
+    from clients.client_app import make_client_app
+
+    cfg = _cfg(tmp_path, name="weight", rounds=1, clients_per_round=4)
+
+    def hook(pid, msg):
+        if pid != 2 or msg.metadata.message_type != "train":
+            return None
+        reply = make_client_app(cfg)(msg, _ctx(cfg, pid))
+        metrics = dict(reply.content["metrics"])
+        return Message(RecordDict({"arrays": reply.content["arrays"],
+                                   "metrics": MetricRecord({**metrics, wire.WEIGHT: 50_000})}), reply_to=msg)
+
+    summary, _ = _run(cfg, hook=hook)
+    (f,) = _rounds(cfg)[1]["failures"]
+    assert f["client"] == 2 and f["kind"] == "rejected", f
+    assert "num-examples 50000 is more than the 25 support images a client of this run holds" in f["reason"]
+    assert _rounds(cfg)[1]["clients"] == 3 and summary["failures"] == 1
+
+
+@pytest.mark.slow
 def test_class_statistics_of_another_width_are_refused_and_the_run_goes_on(tmp_path):
     cfg = _cfg(tmp_path, name="width", rounds=1, global_eval=True)
 
