@@ -131,6 +131,10 @@ def test_each_group_is_placed_between_its_own_bounds_and_a_second_upper_bound(tm
     assert "| lo-b / up-b | +10.0 ± 0.0 | -10.0 ± 0.0 | 50% | n/a | n/a |" in row["b"]  # its own bounds, no oracle
     assert "| own | +30.0 ± 0.0 | +10.0 ± 0.0 | 150% | - | - |" in row["or"]
     assert "or minus lo, per seed: +30.0 / +30.0 points" in table and "up-b minus lo-b, per seed: +20.0" in table
+    shared = {"lower": "lo-b", "upper": "up-b"}  # two groups with the same bounds: their gaps listed once
+    table = bounds_table([Path(c["out_dir"]) / c["name"] for c in cfgs],
+                         {**load_spec(f)["bounds"], "groups": {"b": shared, "lo-b": shared}})
+    assert table.count("up-b minus lo-b, per seed") == 1
 
 
 def test_a_bounds_table_before_its_bounds_finished_says_which_are_missing(tmp_path):

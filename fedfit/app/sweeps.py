@@ -304,7 +304,10 @@ def bounds_table(run_dirs: list[Path], bounds: dict[str, Any]) -> str:
     runs = _per_seed(run_dirs)
     default = {k: bounds[k] for k in BOUND_KEYS if k in bounds}
     own = bounds.get("groups", {})
-    sets = [default] + [b for b in own.values() if b != default]
+    sets = [default]
+    for b in own.values():  # each distinct set of bounds once (several groups may share one)
+        if b not in sets:
+            sets.append(b)
     pending = sorted({v for b in sets for v in b.values() if v not in runs})  # bounds with no finished run yet
     is_bound = {v for b in sets for v in b.values()}
     oracle = any("oracle" in b for b in sets)
