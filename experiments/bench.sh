@@ -8,7 +8,7 @@ set -euo pipefail
 OUT="${1:-bench-results}"
 F="${FEDFIT:-fedfit}"
 mkdir -p "$OUT"
-$F bench --rounds 3 --out "$OUT/default.json"
+$F bench dataset=openclipart image_size=96 --rounds 3 --out "$OUT/default.json"   # the default federation until 2026-12-07
 FM="dataset=fashion-mnist image_size=32 classes_per_client=2 clients_per_round=10 eval_clients=20"
 for i in 1 2 3; do
   $F bench $FM shots=5 queries=5 num_clients=20 --rounds 5 --no-ray --out "$OUT/scale-20-$i.json"

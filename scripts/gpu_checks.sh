@@ -23,10 +23,10 @@ status=0
 
 [ -n "${SKIP_TESTS:-}" ] || { timeout 210 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.log" || status=1; }
 
-timeout 150 "${FEDFIT[@]}" simulate device=cuda num_gpus=0.25 out_dir="$OUT/runs" name=default-gpu 2>&1 \
+timeout 150 "${FEDFIT[@]}" simulate dataset=openclipart image_size=96 device=cuda num_gpus=0.25 out_dir="$OUT/runs" name=default-gpu 2>&1 \
     | tee "$OUT/simulate.log" || status=1
 cp "$OUT/runs/default-gpu/rounds.jsonl" "$OUT/rounds.jsonl" 2>/dev/null
 
-timeout 200 "${FEDFIT[@]}" bench device=cuda num_gpus=0.25 --out "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || status=1
+timeout 200 "${FEDFIT[@]}" bench dataset=openclipart image_size=96 device=cuda num_gpus=0.25 --out "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" || status=1
 rm -rf "$OUT/runs"
 exit $status

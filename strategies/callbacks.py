@@ -97,7 +97,8 @@ class PrintProgress(Callback):
         mine = paired.client_change(first.per_client, last.per_client, run.cfg["num_clients"]) \
             if len(records) > 1 else None
         theirs = paired.image_change(first.global_answers, last.global_answers) if len(records) > 1 else None
-        mine_s = f", paired {mine} points over {mine.n} clients" if mine is not None and mine.n > 1 else ""
+        mine_s = f", paired {mine} points over {mine.n} clients, t = {mine.t:.1f}" \
+            if mine is not None and mine.n > 1 else ""
         theirs_s = f" (round 0: {_pct(first.global_acc)}, paired {theirs} points over {theirs.n:,} images)" \
             if theirs is not None and theirs.n > 1 else ""
         self.progress(f"fedfit: done in {summary['total_seconds']:.0f} s: personalized accuracy "

@@ -1,5 +1,6 @@
-"""The global head's claim checks (every strategy) and robust screening (robust strategies) on the default
-federation's partition: OpenClipart, 20 clients x 5 classes x 5 shots, data_seed 0.
+"""The global head's claim checks (every strategy) and robust screening (robust strategies) on OpenClipart's
+federation (fedfit's default until 2026-12-07, and the one where classes have the fewest holders): 20 clients
+x 5 classes x 5 shots, data_seed 0.
 
 The partition is rebuilt from OpenClipart's class sizes alone (its labels are sorted by class, so the sizes
 fix every plan; ``test_the_class_sizes_are_openclipart_s`` checks them against the data where it is on
@@ -23,6 +24,7 @@ OPENCLIPART_SIZES = [40, 47, 49, 61, 20, 38, 123, 68, 49, 26, 26, 25, 61, 39, 26
                      30, 62, 33, 44, 25]
 DIM = 32
 CLAIM = 50_000.0
+OPENCLIPART = {"dataset": "openclipart", "image_size": 96, "num_clients": 20, "clients_per_round": 5}
 
 
 def _default_plans(cfg):
@@ -70,7 +72,7 @@ def _class_mean(gs, c):
 
 @pytest.fixture(scope="module")
 def federation():
-    cfg = load_config()  # the defaults: openclipart, kshot, 20 clients x 5 classes x 5 shots, feature_norm l2
+    cfg = load_config(overrides=OPENCLIPART)  # kshot, 20 clients x 5 classes x 5 shots, feature_norm l2
     assert (cfg["dataset"], cfg["partition"], cfg["num_clients"], cfg["classes_per_client"], cfg["shots"],
             cfg["feature_norm"]) == ("openclipart", "kshot", 20, 5, 5, "l2")
     plans, f = _default_plans(cfg), _features()
@@ -78,7 +80,7 @@ def federation():
     return cfg, plans, honest
 
 
-def test_the_default_partition_leaves_most_classes_with_few_holders(federation):
+def test_openclipart_s_partition_leaves_most_classes_with_few_holders(federation):
     cfg, plans, honest = federation
     holders = np.bincount(np.concatenate([p.classes for p in plans]))
     held = holders[holders > 0]
@@ -144,7 +146,7 @@ def test_a_client_claiming_50000_images_of_a_two_holder_class_barely_moves_its_g
     assert np.linalg.norm(far - mu_good) > 2 * ROBUST_FACTOR * rho
 
 
-def test_screening_drops_no_honest_contribution_on_the_default_partition(federation):
+def test_screening_drops_no_honest_contribution_on_openclipart_s_partition(federation):
     cfg, _, honest = federation
     gs, refused, rho = _server(honest, ClassLimits.of(cfg), robust=False)
     before = {c: len(parts) for c, parts in gs.by_class.items()}
@@ -198,9 +200,55 @@ def test_the_class_sizes_are_openclipart_s():
         pytest.skip("openclipart-png is not on this machine (`fedfit partition` fetches it)")
     from fedfit.federated import plans, source
 
-    cfg = load_config(overrides={"device": "cpu"})
+    cfg = load_config(overrides={**OPENCLIPART, "device": "cpu"})
     assert source(cfg).counts().tolist() == OPENCLIPART_SIZES
     real, ours = plans(cfg)[:cfg["num_clients"]], _default_plans(cfg)
     for a, b in zip(real, ours):
         np.testing.assert_array_equal(a.classes, b.classes)
         np.testing.assert_array_equal(a.support_idx, b.support_idx)
+
+
+def test_on_the_default_federation_a_claim_moves_a_class_mean_at_most_by_its_owners_share():
+    """The default federation (scikit-learn's digits, bundled: 20 clients x 5 classes x 5 shots), its real
+    partition: in the class with the fewest holders, a client claiming 50,000 images is refused (a kshot client
+    holds at most 5 of a class); claiming the 5 it may hold with a mean anywhere in the unit ball, it moves the
+    class's global mean by at most its share of the class's images times the ball's diameter under FedAvg
+    (5 / (5 x holders) x 2, 1% margin), and by at most ROBUST_FACTOR x rho under a robust strategy (or the class
+    is dropped)."""
+    from fedfit.federated import plans, source
+
+    cfg = load_config(overrides={"device": "cpu"})
+    assert (cfg["dataset"], cfg["partition"], cfg["num_clients"], cfg["classes_per_client"], cfg["shots"]) == \
+        ("digits", "kshot", 20, 5, 5)
+    labels = source(cfg).labels
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((int(labels.max()) + 1, DIM))
+    f = centres[labels] / np.linalg.norm(centres[labels], axis=1, keepdims=True) \
+        + rng.standard_normal((len(labels), DIM)) / np.sqrt(DIM)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    clients = plans(cfg)[:cfg["num_clients"]]
+    honest = [(p.client_id, client_statistics(f[p.support_idx], p.support_y, p.classes, scatter=False))
+              for p in clients]
+    limits = ClassLimits.of(cfg)
+    holders = {}
+    for p in clients:
+        for c in p.classes:
+            holders.setdefault(int(c), []).append(p.client_id)
+    c = min(holders, key=lambda k: (len(holders[k]), k))
+    n = len(holders[c])
+    assert 2 <= n < cfg["num_clients"]
+    bad = holders[c][-1]
+    clean = _class_mean(_server(honest, limits, robust=False)[0], c)
+    far = -clean / np.linalg.norm(clean)
+    for robust in (False, True):
+        gs, refused, _ = _server(_attack(honest, bad, c, CLAIM, far), limits, robust)
+        assert list(refused) == [bad] and "at most 5" in refused[bad]
+    share = cfg["shots"] / (cfg["shots"] * n)
+    for u in [far] + [v / np.linalg.norm(v) for v in rng.standard_normal((5, DIM))]:
+        attacked = _attack(honest, bad, c, cfg["shots"], u)  # the 5 images it may hold, at the unit sphere
+        fedavg, refused, _ = _server(attacked, limits, robust=False)
+        assert refused == {}
+        assert np.linalg.norm(_class_mean(fedavg, c) - clean) <= share * 2 * 1.01
+        gs, _, rho = _server(attacked, limits, robust=True)
+        m = _class_mean(gs, c)
+        assert m is None or np.linalg.norm(m - clean) <= ROBUST_FACTOR * rho + share * 2 * 1.01

@@ -1,5 +1,6 @@
 """Progress: live rows with an ETA on a terminal, plain lines otherwise (``fedfit.progress``)."""
 import os
+import re
 import pty
 import select
 import subprocess
@@ -82,4 +83,5 @@ def test_simulate_in_a_terminal_draws_live_rounds_and_clients(tmp_path):
     assert "tty: rounds" in out and "train+evaluate: clients" in out and "evaluate: clients" in out, out[-2000:]
     assert "\x1b[" in out and "eta" in out  # drawn and redrawn in place, with an ETA
     assert "round   2/2 |" in out and "fedfit: done in" in out  # the plain lines are there too
+    assert re.search(r"paired [+-]\d+\.\d\d \+- \d+\.\d\d points over 2 clients, t = (-?\d+\.\d|nan)", out), out[-600:]
     assert (tmp_path / "tty" / "summary.json").is_file()

@@ -5,8 +5,10 @@ from fedfit.options.spec import Option
 GROUP = "data: one k-shot partition per client"
 
 OPTIONS = (
-    Option("dataset", "openclipart",
-           "openclipart | fashion-mnist | digits | imagefolder | cifar100 | emnist"),
+    Option("dataset", "digits",
+           "digits (scikit-learn's handwritten digits, bundled: no download) | fashion-mnist | openclipart | "
+           "imagefolder | cifar100 | emnist; the default federation was chosen by a stated rule "
+           "(docs/results/default_study.md)"),
     Option("data_root", "",
            "imagefolder root, or where cifar100/emnist live"),
     Option("cache_dir", "",
@@ -14,7 +16,7 @@ OPTIONS = (
     Option("data_seed", -1,
            "the partition (which client holds which images); -1 = the same as seed",
            ge=0, special=(-1,), hint="-1 for the same as seed"),
-    Option("image_size", 96,
+    Option("image_size", 32,
            "pixels (square; aspect kept, white padding)", ge=16, le=1024, unit="pixels"),
     Option("num_clients", 20,
            "clients that train (partition ids 0 .. num_clients - 1)", ge=1),
