@@ -218,7 +218,11 @@ def read_rounds(run: str | Path, tolerate_torn_tail: bool = False) -> list[dict[
     path = path / "rounds.jsonl" if path.is_dir() or path.suffix != ".jsonl" else path
     if not path.is_file():
         return []
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RunFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); start the run again with "
+                             f"--overwrite") from None
     lines = text.splitlines()
     if tolerate_torn_tail and lines and not text.endswith("\n"):
         lines = lines[:-1]
@@ -226,12 +230,13 @@ def read_rounds(run: str | Path, tolerate_torn_tail: bool = False) -> list[dict[
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        err: Exception | None = None
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, or nesting deeper than Python's stack
             row, err = None, e
         if not isinstance(row, dict) or "round" not in row:
-            why = err if row is None else "not a round record"
+            why = err if err is not None else "not a round record"
             raise RunFormatError(f"{path}:{i}: malformed round record ({why}); remove that line and what follows "
                                  f"it to resume from the round before, or start again with --overwrite")
         out.append(row)

@@ -1,0 +1,217 @@
+"""Hostile input, generated (Hypothesis): every decoder that takes bytes or values from outside either
+works or refuses the input with its own error, never another exception. Targets: a training reply's
+arrays under every codec (as arrays and as raw bytes), a client's class statistics, a reply's metrics, a
+checkpoint, rounds.jsonl, a TOML config file and key=value overrides.
+
+The fast profile (the default, and CI's) runs FUZZ_EXAMPLES cases per target; the long one by command:
+``FEDFIT_FUZZ=long .venv/bin/python -m pytest -q tests/test_fuzz.py`` (LONG_EXAMPLES per target; a number
+instead of ``long``: that many per target, not derandomized)."""
+import os
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+from fedfit import wire
+from fedfit.codecs import create_codec
+from fedfit.config import ConfigError, load_config, parse_overrides
+from fedfit.global_head import ClassLimits
+from fedfit.results import RunFormatError, read_rounds
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+FUZZ_EXAMPLES, LONG_EXAMPLES = 200, 20_000
+settings.register_profile("fast", max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_long = os.environ.get("FEDFIT_FUZZ", "")
+settings.register_profile("long", max_examples=int(_long) if _long.isdigit() else LONG_EXAMPLES, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("long" if _long else "fast")
+
+N = 64  # the state's length in the codec targets
+CODECS = ["fp32", "fp16", "int8", "int8-block:16", "topk:0.1"]
+DTYPES = [np.float32, np.float16, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.bool_]
+DIM = 8
+
+_dtype = st.sampled_from(DTYPES)
+
+
+def _array(max_len: int = 3 * N):
+    """Any 1-D or 2-D array of a numeric dtype, values anywhere (NaN, inf, extremes included)."""
+    shape = st.one_of(hnp.array_shapes(min_dims=1, max_dims=1, min_side=0, max_side=max_len),
+                      hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=8))
+    return _dtype.flatmap(lambda d: hnp.arrays(d, shape))
+
+
+def _valid_encoding(spec: str, seed: int) -> dict[str, np.ndarray]:
+    x = np.random.default_rng(seed).standard_normal(N).astype(np.float32)
+    return create_codec(spec).encode(x)
+
+
+@st.composite
+def _encodings(draw, spec: str):
+    """A codec's valid encoding with some fields replaced, dropped or added."""
+    enc = dict(_valid_encoding(spec, draw(st.integers(0, 3))))
+    for key in list(enc):
+        action = draw(st.sampled_from(["keep", "keep", "replace", "drop", "mutate"]))
+        if action == "replace":
+            enc[key] = draw(_array())
+        elif action == "drop":
+            del enc[key]
+        elif action == "mutate" and enc[key].size:
+            a = enc[key].copy()
+            i = draw(st.integers(0, a.size - 1))
+            a.flat[i] = draw(hnp.from_dtype(a.dtype))
+            enc[key] = a
+    if draw(st.booleans()):
+        enc[draw(st.text(min_size=1, max_size=8))] = draw(_array())
+    return enc
+
+
+def _expect_state_or_refusal(codec, record, n=N):
+    try:
+        x = wire.decode_record(codec, record, n)
+    except ValueError:
+        return
+    assert x.dtype == np.float32 and x.shape == (n,) and np.all(np.isfinite(x))
+
+
+@pytest.mark.parametrize("spec", CODECS)
+def test_a_training_reply_under_any_codec_decodes_or_is_refused(spec):
+    codec = create_codec(spec)
+
+    @given(_encodings(spec))
+    def run(enc):
+        _expect_state_or_refusal(codec, wire.arrays_record(enc))
+
+    run()
+
+
+@st.composite
+def _raw_arrays(draw):
+    """Flower Arrays built from raw bytes: any dtype name, shape and (truncated, padded, random) data."""
+    out = {}
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(["state", "q", "scale", "idx", "val", "x"]))
+        dtype = draw(st.sampled_from(["<f4", "<f2", "|i1", "<i8", "float32", "object", "", "<U4"]))
+        shape = tuple(draw(st.lists(st.integers(0, 1 << 20), min_size=0, max_size=3)))
+        data = draw(st.binary(max_size=512))
+        out[key] = Array(dtype=dtype, shape=shape, stype="numpy.ndarray", data=data)
+    return ArrayRecord(out)
+
+
+@pytest.mark.parametrize("spec", CODECS)
+def test_raw_bytes_from_a_peer_are_refused_not_raised(spec):
+    codec = create_codec(spec)
+
+    @given(_raw_arrays())
+    def run(record):
+        _expect_state_or_refusal(codec, record)
+
+    run()
+
+
+_STATS_KEYS = sorted(wire.CLASS_KEYS | wire.FACTOR_KEYS | wire.QUERY_KEYS)
+
+
+@st.composite
+def _stats(draw):
+    """A client's class statistics: a valid set, then fields replaced, dropped or added."""
+    k = draw(st.integers(0, 4))
+    ids = np.arange(k, dtype=np.int64) * 3
+    counts = np.full(k, 5, np.float32)
+    sums = np.zeros((k, DIM), np.float32)
+    a = {"class_ids": ids, "counts": counts, "sums": sums, "factor": np.zeros((2 * k, DIM), np.float32),
+         "factor_rows": np.full(k, 2, np.int64), "query_features": np.zeros((3, DIM), np.float32),
+         "query_labels": np.zeros(3, np.int64), "query_ids": np.arange(3, dtype=np.int64)}
+    for key in _STATS_KEYS:
+        action = draw(st.sampled_from(["keep", "keep", "replace", "drop"]))
+        if action == "replace":
+            a[key] = draw(_array(16))
+        elif action == "drop":
+            del a[key]
+    return a
+
+
+@given(_stats(), st.booleans(), st.booleans())
+def test_class_statistics_of_any_shape_are_checked_or_refused(arrays, scatter, queries):
+    limits = ClassLimits(per_class=5, per_client=25, classes=5, unit=True)
+    try:
+        out = wire.class_stats_of(wire.arrays_record(arrays), DIM, scatter, queries, limits)
+    except ValueError:
+        return
+    assert out["sums"].shape == (out["class_ids"].size, DIM) and np.all(out["counts"] <= 5)
+
+
+_metric_value = st.one_of(st.integers(-(1 << 62), 1 << 62), st.floats(allow_nan=True, allow_infinity=True),
+                          st.lists(st.floats(allow_nan=True), max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from([wire.WEIGHT, wire.PARTITION, "accuracy", "train_loss", "x"]),
+                       _metric_value, max_size=5))
+def test_a_replys_metrics_are_checked_or_refused(metrics):
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0  # as a server's task has them
+    try:
+        record = MetricRecord(metrics)
+    except (TypeError, ValueError):
+        return  # Flower refuses to build it: nothing of it reaches fedfit
+    msg = Message(RecordDict({wire.METRICS: record}), dst_node_id=1, message_type="train")
+    try:
+        out = wire.metrics_of(msg)
+    except ValueError:
+        return
+    w = out[wire.WEIGHT]
+    assert 0 < w <= wire.MAX_WEIGHT and np.isfinite(w)
+
+
+@given(st.binary(max_size=2048))
+def test_a_checkpoint_of_any_bytes_is_refused_with_its_reason(tmp_path_factory, data):
+    from strategies import checkpoint
+
+    d = tmp_path_factory.mktemp("ck")
+    (d / checkpoint.FILE).write_bytes(data)
+    try:
+        checkpoint.load(d)
+    except RunFormatError:
+        pass
+
+
+@given(st.one_of(st.binary(max_size=1024), st.lists(st.text(max_size=80), max_size=6).map(
+    lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))))
+@example(b"null\n")
+@example(b"[" * 100_000)
+@example(b'{"round": 0}\n\x80')
+def test_rounds_jsonl_of_any_bytes_reads_or_is_refused(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("run")
+    (d / "rounds.jsonl").write_bytes(data)
+    try:
+        rows = read_rounds(d)
+    except RunFormatError:
+        return
+    assert all(isinstance(r, dict) and "round" in r for r in rows)
+
+
+@given(st.binary(max_size=1024))
+def test_a_config_file_of_any_bytes_loads_or_is_refused(tmp_path_factory, data):
+    f = tmp_path_factory.mktemp("cfg") / "c.toml"
+    f.write_bytes(data)
+    try:
+        load_config(f)
+    except ConfigError:
+        pass
+
+
+@given(st.lists(st.text(max_size=40), max_size=5))
+def test_key_value_overrides_of_any_text_parse_or_are_refused(items):
+    from fedfit.config import defaults, validate
+
+    try:
+        cfg = {**defaults(), **parse_overrides(items, defaults())}
+        validate(cfg)
+    except ConfigError:
+        pass
