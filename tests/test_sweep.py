@@ -249,3 +249,14 @@ def test_only_runs_the_runs_it_names_and_tables_every_finished_one(tmp_path, mon
     assert ran == ["b_seed=0"]
     with pytest.raises(ConfigError, match="no run matches --only z"):
         api.sweep(f, only=["z"], progress=lambda s: None)
+
+
+def test_dry_run_lists_only_the_runs_only_chooses(tmp_path, capsys):
+    from fedfit.app import cli
+
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1]\n[[run]]\nname = "a"\n[[run]]\nname = "b"\n')
+    assert cli.main(["sweep", str(f), "--dry-run", "--only", "b_seed=1", "--only", "a*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"sweep exp: 3 of 4 runs -> {tmp_path / 'exp'}" and [o.strip() for o in out[1:]] == ["a_seed=0", "a_seed=1",
+                                                                                             "b_seed=1"]
+    assert not (tmp_path / "exp").exists()  # nothing ran

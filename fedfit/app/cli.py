@@ -138,9 +138,13 @@ def _sweep(args: argparse.Namespace) -> int:
     from fedfit.app.api import sweep, sweep_configs
 
     if args.dry_run:
+        import fnmatch
+
         name, configs = sweep_configs(args.file, *args.overrides)
-        print(f"sweep {name}: {len(configs)} runs -> {configs[0]['out_dir']}")
-        for c in configs:
+        chosen = [c for c in configs if not args.only or any(fnmatch.fnmatchcase(c["name"], p) for p in args.only)]
+        print(f"sweep {name}: {len(chosen)} of {len(configs)} runs -> {configs[0]['out_dir']}" if args.only
+              else f"sweep {name}: {len(configs)} runs -> {configs[0]['out_dir']}")
+        for c in chosen:
             print(f"  {c['name']}")
         return 0
     docs = (args.docs_dir or "docs") if args.docs else None
