@@ -34,6 +34,7 @@ stragglers. Without over-selection and deadline the round waits for every reply.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,26 +131,36 @@ def read_trace(path: str | Path, partitions: int) -> list[Device]:
     path = Path(path)
     if not path.is_file():
         raise ClockError(f"devices = {str(path)!r}: no such trace file (or use mobile | uniform)")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ClockError(f"{path}: the trace lacks the column(s) {', '.join(missing)} "
-                             f"(needs {', '.join(TRACE_COLUMNS)}[, online])")
-        rows: dict[int, Device] = {}
-        for i, row in enumerate(reader, start=2):
-            where = f"{path}:{i}"
-            try:
-                client = int(row["client"])
-                speed, down, up, lat = (float(row[c]) for c in TRACE_COLUMNS[1:])
-            except (TypeError, ValueError):
-                raise ClockError(f"{where}: client must be an integer and speed, down_mbps, up_mbps, latency_ms "
-                                 f"numbers") from None
-            if not (speed > 0 and down > 0 and up > 0 and lat >= 0) or not all(map(math.isfinite, (speed, down, up, lat))):
-                raise ClockError(f"{where}: speed, down_mbps and up_mbps must be > 0 and latency_ms >= 0")
-            if client in rows:
-                raise ClockError(f"{where}: client {client} has a second row")
-            rows[client] = Device(speed, down, up, lat, _intervals(row.get("online") or "", where))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ClockError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); a trace is a CSV file") from None
+    try:
+        return _trace_rows(path, csv.DictReader(io.StringIO(text, newline="")), partitions)
+    except csv.Error as e:
+        raise ClockError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _trace_rows(path: Path, reader: csv.DictReader, partitions: int) -> list[Device]:
+    """``read_trace``'s rows, checked (ClockError naming the line)."""
+    missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ClockError(f"{path}: the trace lacks the column(s) {', '.join(missing)} "
+                         f"(needs {', '.join(TRACE_COLUMNS)}[, online])")
+    rows: dict[int, Device] = {}
+    for i, row in enumerate(reader, start=2):
+        where = f"{path}:{i}"
+        try:
+            client = int(row["client"])
+            speed, down, up, lat = (float(row[c]) for c in TRACE_COLUMNS[1:])
+        except (TypeError, ValueError):
+            raise ClockError(f"{where}: client must be an integer and speed, down_mbps, up_mbps, latency_ms "
+                             f"numbers") from None
+        if not (speed > 0 and down > 0 and up > 0 and lat >= 0) or not all(map(math.isfinite, (speed, down, up, lat))):
+            raise ClockError(f"{where}: speed, down_mbps and up_mbps must be > 0 and latency_ms >= 0")
+        if client in rows:
+            raise ClockError(f"{where}: client {client} has a second row")
+        rows[client] = Device(speed, down, up, lat, _intervals(row.get("online") or "", where))
     absent = [p for p in range(partitions) if p not in rows]
     if absent:
         raise ClockError(f"{path}: no row for {len(absent)} of the {partitions} partitions (first: {absent[0]}); "

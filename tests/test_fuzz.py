@@ -1,7 +1,8 @@
 """Hostile input, generated (Hypothesis): every decoder that takes bytes or values from outside either
 works or refuses the input with its own error, never another exception. Targets: a training reply's
 arrays under every codec (as arrays and as raw bytes), a client's class statistics, a reply's metrics, a
-checkpoint, rounds.jsonl, a TOML config file and key=value overrides.
+checkpoint, rounds.jsonl, a TOML config file, key=value overrides, a device trace CSV and an image file
+(any PIL mode and format, truncated, bit-flipped, a header claiming 4e10 pixels, or any bytes).
 
 The fast profile (the default, and CI's) runs FUZZ_EXAMPLES cases per target; the long one by command:
 ``FEDFIT_FUZZ=long .venv/bin/python -m pytest -q tests/test_fuzz.py`` (LONG_EXAMPLES per target; a number
@@ -215,3 +216,72 @@ def test_key_value_overrides_of_any_text_parse_or_are_refused(items):
         validate(cfg)
     except ConfigError:
         pass
+
+
+_TRACE_HEAD = "client,speed,down_mbps,up_mbps,latency_ms,online\n"
+
+
+@given(st.one_of(st.binary(max_size=512), st.lists(
+    st.lists(st.one_of(st.integers(-3, 5).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                       st.text(max_size=6)), max_size=7).map(",".join), max_size=6).map(
+    lambda rows: (_TRACE_HEAD + "\n".join(rows)).encode("utf-8", "surrogatepass"))))
+@example(_TRACE_HEAD.encode() + b"0,1,1,1,0,\x00\n")
+@example(_TRACE_HEAD.encode() + b"0,1,1,1,0,5-3\n1,1,1,1,0,\n")
+def test_a_device_trace_of_any_bytes_reads_or_is_refused(tmp_path_factory, data):
+    from fedfit.clock import ClockError, read_trace
+
+    f = tmp_path_factory.mktemp("trace") / "t.csv"
+    f.write_bytes(data)
+    try:
+        devices = read_trace(f, 2)
+    except ClockError:
+        return
+    assert len(devices) == 2 and all(d.speed > 0 and d.up_mbps > 0 for d in devices)
+
+
+@st.composite
+def _image_files(draw):
+    """An image file as a client's folder may hold it: a small image in any PIL mode and format, then
+    possibly truncated, bit-flipped or replaced by a header that claims a huge size; or any bytes."""
+    import io
+
+    from PIL import Image
+
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.binary(max_size=256))
+    mode = draw(st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK"]))
+    fmt = draw(st.sampled_from(["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]))
+    w, h = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    rng = np.random.default_rng(draw(st.integers(0, 1000)))
+    im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt)
+    except (OSError, ValueError, KeyError):
+        im.convert("RGB").save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    action = draw(st.sampled_from(["keep", "truncate", "flip", "bomb"]))
+    if action == "truncate" and len(data) > 1:
+        data = data[:draw(st.integers(1, len(data) - 1))]
+    elif action == "flip":
+        i = draw(st.integers(0, len(data) - 1))
+        data[i] ^= 1 << draw(st.integers(0, 7))
+    elif action == "bomb":
+        png = io.BytesIO()
+        Image.new("L", (1, 1)).save(png, format="PNG")
+        data = bytearray(png.getvalue())
+        data[16:24] = (200_000).to_bytes(4, "big") * 2  # IHDR width and height: 4e10 pixels claimed
+    return bytes(data)
+
+
+@given(_image_files())
+def test_an_image_file_of_any_content_decodes_or_is_skipped_with_its_reason(tmp_path_factory, data):
+    from fedfit.data.images import decode_image
+
+    f = tmp_path_factory.mktemp("img") / "x.png"
+    f.write_bytes(data)
+    x, why = decode_image(f, 16)
+    if x is None:
+        assert why in ("unreadable", "too-large", "blank")
+    else:
+        assert why == "ok" and x.shape == (16, 16, 3) and x.dtype == np.uint8
