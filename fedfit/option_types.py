@@ -56,6 +56,7 @@ class Options(TypedDict):
     trim_beta: float
     malicious: int
     multikrum_keep: int
+    max_failures: float
     codec_up: str
     codec_down: str
     delta: bool

@@ -1,6 +1,7 @@
 """The server's exchanges with its clients, addressed by partition id: which nodes hold the partitions
 (the others are counted absent), one send-and-receive of validated replies (with the next round's
-training messages when they go out together: ``Ahead``), and the stop when no client can work at all."""
+training messages when they go out together: ``Ahead``), and the stop when no client can work at all or
+more of a round's clients fail than the operator allows (``max_failures``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from flwr.app import Message, MessageType
 from fedfit import wire
 from strategies.codec_layer import CodecGrid, Failure
 from strategies.nodes import NodeDirectory
-from strategies.round_log import RoundLog
+from strategies.round_log import COUNTED, RoundLog
 
 
 class FederationError(RuntimeError):
@@ -38,8 +39,8 @@ class Exchanges:
     """Exchanges over ``grid`` (the codec layer: valid, decoded replies; the rest as failures). Its state
     (checkpointed): which phases ever had a client succeed (``ever``)."""
 
-    def __init__(self, grid: CodecGrid, directory: NodeDirectory, timeout: float):
-        self.grid, self.directory, self.timeout = grid, directory, timeout
+    def __init__(self, grid: CodecGrid, directory: NodeDirectory, timeout: float, max_failures: float = 1.0):
+        self.grid, self.directory, self.timeout, self.max_failures = grid, directory, timeout, max_failures
         self.ever = {wire.TRAIN: False, wire.EVALUATE: False}
 
     def nodes(self, partitions: list[int], rnd: RoundLog, phase: str) -> dict[int, int]:
@@ -49,11 +50,18 @@ class Exchanges:
         return have
 
     def give_up_if_nothing_works(self, phase: str, ok: int, failures: list[Failure]) -> None:
-        """Stop the run when every client of the first exchanges of ``phase`` failed with an error."""
+        """Stop the run when every client of the first exchanges of ``phase`` failed with an error, or when
+        the share of this exchange's clients whose messages failed (errors, timeouts, absent nodes, rejected
+        replies; not simulated faults) is above ``max_failures``."""
         errors = [f for f in failures if f.kind in ("error", "rejected")]
         if ok == 0 and errors and not self.ever[phase]:
             raise FederationError(f"no client could {phase}: {errors[0].reason} "
                                   f"({len(failures)} of {len(failures) + ok} clients failed)")
+        counted = [f for f in failures if f.kind in COUNTED]
+        total = ok + len(failures)
+        if self.max_failures < 1 and total and len(counted) / total > self.max_failures:
+            raise FederationError(f"{len(counted)} of {total} clients failed to {phase} in one exchange, more than "
+                                  f"max_failures = {self.max_failures:g} allows (first: {counted[0].reason})")
         self.ever[phase] = self.ever[phase] or ok > 0
 
     def send(self, messages: list[Message], ahead: Ahead | None = None) -> tuple[list[Message], list[Failure]]:

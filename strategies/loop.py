@@ -98,7 +98,7 @@ class Federation:
         self.personal_state = personal_state(cfg)
         sampler = ClientSampler(cfg["seed"], cfg["num_clients"], secret=self.secret)
         self.model = GlobalState(self.setup.initial)
-        self.exchanges = Exchanges(codec, self.directory, cfg["timeout_s"])
+        self.exchanges = Exchanges(codec, self.directory, cfg["timeout_s"], cfg["max_failures"])
         self.aggregator = Aggregator(cfg, self.layout.size, self.secret)
         self.training = Training(cfg, self.method, self.exchanges, self.metered, self.meter, sampler, self.clock,
                                  self.aggregator, self.model)

@@ -145,6 +145,27 @@ def test_a_run_no_client_can_train_stops_with_the_first_error(tmp_path):
 
 
 @pytest.mark.slow
+def test_more_failures_than_max_failures_allows_stop_the_run_in_one_line(tmp_path):
+    """An operator's limit: 2 of 4 clients failing to train is 50%; max_failures = 0.25 stops the run there
+    (round 0 kept), the default 1.0 counts them and goes on."""
+    from clients.mods import error_reply
+
+    def hook(pid, msg):
+        if msg.metadata.message_type == "train" and pid in (1, 3):
+            return error_reply(msg, f"RuntimeError: client {pid} is broken")
+        return None
+
+    cfg = _cfg(tmp_path, name="limit", clients_per_round=4, rounds=1, max_failures=0.25)
+    with pytest.raises(FederationError, match=r"^2 of 4 clients failed to train in one exchange, more than "
+                                              r"max_failures = 0.25 allows \(first: RuntimeError: client 1 is broken\)$"):
+        _run(cfg, hook=hook)
+    assert [r["round"] for r in _rounds(cfg)] == [0]
+    cfg = _cfg(tmp_path, name="default", clients_per_round=4, rounds=1)
+    summary, _ = _run(cfg, hook=hook)
+    assert summary["failures"] == 2 and _rounds(cfg)[1]["clients"] == 2
+
+
+@pytest.mark.slow
 def test_dp_reports_epsilon_every_round(tmp_path):
     cfg = _cfg(tmp_path, name="dp", dp="client", dp_noise=1.0, dp_clip=0.1, local_steps=1)
     summary, _ = _run(cfg)

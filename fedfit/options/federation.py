@@ -31,4 +31,8 @@ OPTIONS = (
            "krum / multikrum / bulyan: hostile clients per round they tolerate (f)", ge=0),
     Option("multikrum_keep", 0,
            "multikrum: updates averaged; 0 = clients_per_round - malicious", ge=0),
+    Option("max_failures", 1.0,
+           "the largest share of one exchange's clients whose messages may fail (errors, timeouts, absent "
+           "nodes, rejected replies; not simulated faults) before the run stops with the first reason; 1.0: "
+           "only when no client can work at all", ge=0, le=1),
 )
