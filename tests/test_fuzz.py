@@ -285,3 +285,22 @@ def test_an_image_file_of_any_content_decodes_or_is_skipped_with_its_reason(tmp_
         assert why in ("unreadable", "too-large", "blank")
     else:
         assert why == "ok" and x.shape == (16, 16, 3) and x.dtype == np.uint8
+
+
+@pytest.mark.parametrize("spec", CODECS)
+def test_a_reply_claiming_a_gigabyte_is_refused_without_allocating_it(spec):
+    """Arrays whose header claims 2^28 float32 values (1 GB) but carry 64 bytes: refused, and decoding them
+    raises the process's traced peak memory by less than 1 MB."""
+    import tracemalloc
+
+    keys = list(_valid_encoding(spec, 0))
+    record = ArrayRecord({k: Array(dtype="<f4", shape=(1 << 28,), stype="numpy.ndarray", data=b"\0" * 64)
+                          for k in keys})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError):
+            wire.decode_record(create_codec(spec), record, N)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
