@@ -304,3 +304,45 @@ def test_a_reply_claiming_a_gigabyte_is_refused_without_allocating_it(spec):
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, peak
+
+
+@st.composite
+def _downlinks(draw):
+    """What a server (or anything posing as one) can send a client: a message of any type with arrays of
+    any keys, dtypes and shapes and a config of any phase, round and codec names."""
+    from flwr.app import ConfigRecord
+
+    arrays = {draw(st.sampled_from(["state", "q", "scale", "x"])): draw(_array(64)) for _ in range(draw(st.integers(0, 2)))}
+    config = draw(st.dictionaries(st.sampled_from(["phase", "server-round", "codec_up", "codec_down", "layout",
+                                                   "state-size", "x"]),
+                                  st.one_of(st.integers(-5, 1 << 40), st.text(max_size=12),
+                                            st.sampled_from(["train", "evaluate", "stats", "hello", "fp32", "topk:2"])),
+                                  max_size=5))
+    content = {}
+    if draw(st.booleans()):
+        content["arrays"] = wire.arrays_record(arrays)
+    if draw(st.booleans()):
+        content["config"] = ConfigRecord(config)
+    return draw(st.sampled_from(["train", "evaluate", "query"])), content
+
+
+@settings(max_examples=min(settings().max_examples, 100))
+@given(_downlinks())
+def test_a_client_answers_any_downlink_with_a_reply_or_an_error_reply(tmp_path_factory, downlink):
+    """The ClientApp never raises: whatever arrives, it answers with a reply or an error reply naming why."""
+    from flwr.app import Context, Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from clients.client_app import make_client_app
+
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    out = tmp_path_factory.getbasetemp() / "client"
+    cfg = load_config(overrides={"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_per_round": 1,
+                                 "local_steps": 1, "queries": 2, "device": "cpu", "name": "f", "out_dir": str(out)})
+    kind, content = downlink
+    msg = Message(RecordDict(content), dst_node_id=1, message_type=kind)
+    ctx = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    reply = make_client_app(cfg)(msg, ctx)
+    assert isinstance(reply, Message)
+    if reply.has_error():
+        assert reply.error.reason
