@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-FUZZ_EXAMPLES, LONG_EXAMPLES = 200, 20_000
+FUZZ_EXAMPLES, LONG_EXAMPLES = 100, 20_000
 settings.register_profile("fast", max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _long = os.environ.get("FEDFIT_FUZZ", "")
@@ -326,7 +326,7 @@ def _downlinks(draw):
     return draw(st.sampled_from(["train", "evaluate", "query"])), content
 
 
-@settings(max_examples=min(settings().max_examples, 100))
+@settings(max_examples=min(settings().max_examples, 50))
 @given(_downlinks())
 def test_a_client_answers_any_downlink_with_a_reply_or_an_error_reply(tmp_path_factory, downlink):
     """The ClientApp never raises: whatever arrives, it answers with a reply or an error reply naming why."""
