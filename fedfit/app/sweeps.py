@@ -192,16 +192,20 @@ def _load(d: Path) -> dict[str, Any]:
     return {"cfg": cfg, "rounds": rounds, "summary": json.loads((d / "summary.json").read_text())}
 
 
+def _finished(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The finished runs of ``run_dirs`` (``_load``, in order) and the same grouped by ``group_of``."""
+    runs = [_load(d) for d in run_dirs if (d / "summary.json").is_file()]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
+    return runs, groups
+
+
 def aggregate(run_dirs: list[Path]) -> list[dict[str, Any]]:
     """One row per group of runs differing only by seed: final accuracies (mean, std across seeds),
     round-0 accuracy, shared (sent) and personal (kept) numbers per client, training bytes per
     client-round (wire, up and down), total bytes, seconds per run and per training round (median)."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for d in run_dirs:
-        if not (d / "summary.json").is_file():
-            continue
-        run = _load(d)
-        groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
+    _, groups = _finished(run_dirs)
     rows = []
     for key, runs in groups.items():
         last = [r["rounds"][-1] for r in runs]
@@ -414,12 +418,8 @@ def stability_table(run_dirs: list[Path]) -> str:
     header = ["run", "personalized: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok",
               "global: round 0 / best (round) / final (%)", "last - round 0, paired (points)", "ok"]
     rows = []
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for d in run_dirs:
-        if not (d / "summary.json").is_file():
-            continue
-        run = _load(d)
-        groups.setdefault(group_of(run["cfg"]["name"]), []).append(run)
+    finished, groups = _finished(run_dirs)
+    for run in finished:
         cells = [run["cfg"]["name"]]
         for key, unit in _KEYS:
             r0, best, last, at = stability_rows(run, key)

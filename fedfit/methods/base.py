@@ -68,6 +68,7 @@ class Method:
     on_server = False            # the server trains (no client trains, no simulated devices)
     overlap = True               # a round's evaluation may go out with the next round's training
     local_steps = ROUND_STEPS    # episodic steps per client per round when ``local_steps = -1``
+    aggregates = True            # a round aggregates client updates (over-selection and DP act on that)
 
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
@@ -75,6 +76,10 @@ class Method:
     @classmethod
     def problem(cls, cfg: dict[str, Any]) -> str | None:
         """What to change (one line) when the options cannot run this method, else None."""
+        if not cls.aggregates and cfg["over_select"] != 0:
+            return f"over_select keeps the first replies of a federated round; method = {cls.name} has none"
+        if not cls.aggregates and cfg["dp"] != "none":
+            return f"dp needs an aggregated method: {cls.name} aggregates no client updates"
         if cls.adapter is not None and cfg["adapter"] != "film":  # film: the option's default
             free = [n for n in METHODS.names() if METHODS.get(n).adapter is None]
             return (f"method = {cls.name} fixes what is trained: adapter = {cfg['adapter']} needs method = "

@@ -19,6 +19,7 @@ class Centralized(Method):
     name = "centralized"
     on_server = True
     overlap = False
+    aggregates = False
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
@@ -27,10 +28,6 @@ class Centralized(Method):
 
     @classmethod
     def problem(cls, cfg: dict[str, Any]) -> str | None:
-        if cfg["over_select"] != 0:
-            return f"over_select keeps the first replies of a federated round; method = {cls.name} has none"
-        if cfg["dp"] != "none":
-            return f"dp needs an aggregated method: {cls.name} aggregates no client updates"
         if cfg["adapter"] == "iciia":
             return ("method = centralized pools support images of many clients, but ICIIA attends over each "
                     "client's own history: use method = fit or local-only with adapter = iciia")

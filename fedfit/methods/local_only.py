@@ -4,7 +4,7 @@ evaluated with its own state. Nothing is aggregated and nothing is sent: its mes
 they are the simulator's control messages and not traffic; no global head (there is no global state)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -17,15 +17,8 @@ class LocalOnly(Method):
     name = "local-only"
     shared = False
     overlap = False
+    aggregates = False
     local_steps = FIT_LOCAL_STEPS
-
-    @classmethod
-    def problem(cls, cfg: dict[str, Any]) -> str | None:
-        if cfg["over_select"] != 0:
-            return f"over_select keeps the first replies of a federated round; method = {cls.name} has none"
-        if cfg["dp"] != "none":
-            return f"dp needs an aggregated method: {cls.name} aggregates no client updates"
-        return super().problem(cfg)
 
     def training_rounds(self) -> int:
         return min(int(self.cfg["rounds"]), 1)
