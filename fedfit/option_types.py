@@ -57,6 +57,7 @@ class Options(TypedDict):
     malicious: int
     multikrum_keep: int
     max_failures: float
+    max_reply_mb: float
     codec_up: str
     codec_down: str
     delta: bool

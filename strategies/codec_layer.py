@@ -6,7 +6,8 @@ the wire keys the client needs ("layout" fingerprint, "state-size"). The full-pr
 node was sent is remembered.
 
 Incoming: every reply is validated once, before any strategy sees it: an error reply, a missing
-reply (timeout), a wrong layout fingerprint, bad metrics or ``num-examples``, undecodable or
+reply (timeout), a reply larger than the operator's ``max_reply_bytes`` (sized as metered, before
+anything is decoded), a wrong layout fingerprint, bad metrics or ``num-examples``, undecodable or
 non-finite arrays, class statistics or query features of the wrong width, shape or values, class
 statistics claiming more than a client of the run can hold (``global_head.ClassLimits``) - each
 becomes a ``Failure`` with its reason and the reply is dropped. Good training replies are decoded into float32 "state" records; with ``delta`` the
@@ -23,7 +24,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedfit import wire
 from fedfit.codecs import create_codec
-from strategies.metering import message_key
+from strategies.metering import message_key, wire_bytes
 
 
 @dataclass
@@ -41,12 +42,13 @@ class CodecGrid:
     """``send_and_receive`` returns only valid replies (decoded); ``take_failures()`` the rest."""
 
     def __init__(self, grid, codec_down: str, codec_up: str, delta: bool, layout_fingerprint: int, state_size: int,
-                 feature_dim: int | None = None, scatter: bool = False, class_limits=None):
+                 feature_dim: int | None = None, scatter: bool = False, class_limits=None, max_reply_bytes: int = 0):
         self._grid = grid
         self.codec_down, self.codec_up = create_codec(codec_down), create_codec(codec_up)
         self.delta, self.fingerprint, self.n, self.feature_dim = delta, layout_fingerprint, state_size, feature_dim
         self.scatter = scatter  # class statistics carry scatter factors (LDA / QDA global heads)
         self.class_limits = class_limits  # fedfit.global_head.ClassLimits: what a client can claim (None: unchecked)
+        self.max_reply_bytes = max_reply_bytes  # the operator's limit on one reply's wire bytes (0: none)
         self._failures: list[Failure] = []
 
     def __getattr__(self, name):
@@ -142,6 +144,10 @@ class CodecGrid:
                 kind = "dropout" if r.error.code == wire.INJECTED else "error"
                 self._failures.append(Failure(node, phase, kind, r.error.reason or f"error code {r.error.code}"))
                 continue
+            if self.max_reply_bytes and (size := self._reply_size(r, key)) > self.max_reply_bytes:
+                self._failures.append(Failure(node, phase, "rejected", f"a reply of {size:,} bytes, more than "
+                                              f"max_reply_mb = {self.max_reply_bytes / 1e6:g} allows"))
+                continue
             try:
                 valid.append(self._check(r, phase, sent.get(key), global_eval.get(key, False)))
             except (ValueError, KeyError, TypeError) as e:
@@ -151,6 +157,12 @@ class CodecGrid:
                 self._failures.append(Failure(key[0], phase, "timeout", f"no reply within {timeout:g} s"
                                               if timeout is not None else "no reply"))
         return valid
+
+
+    def _reply_size(self, reply: Message, key: tuple[int, str]) -> int:
+        """Wire bytes of ``reply``: as the meter below counted them, else sized here."""
+        metered = getattr(self._grid, "reply_wire", None)
+        return metered[key] if metered and key in metered else wire_bytes(reply)
 
 
 def _phase(msg: Message) -> str:

@@ -92,7 +92,8 @@ class Federation:
         self.metered = MeteredGrid(grid, self.meter)
         codec = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"], self.layout.fingerprint,
                           self.layout.size, feature_dim=self.setup.feature_dim,
-                          scatter=needs_scatter(self.setup.head), class_limits=ClassLimits.of(cfg))
+                          scatter=needs_scatter(self.setup.head), class_limits=ClassLimits.of(cfg),
+                          max_reply_bytes=int(cfg["max_reply_mb"] * 1e6))
         self.directory = NodeDirectory(self.setup.partitions)
         self.secret = seeding.secret(cfg)  # DP's secret sampling: nothing written tells who trained
         self.personal_state = personal_state(cfg)

@@ -127,6 +127,7 @@ class MeteredGrid:
     def __init__(self, grid, meter: Meter | None = None):
         self._grid = grid
         self.meter = meter or Meter()
+        self.reply_wire: dict[tuple[int, str], int] = {}  # the last exchange's replies: (node, type) -> bytes
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -156,7 +157,9 @@ class MeteredGrid:
                 kind, rnd = sent[message_key(m)] = self._kind(m), self._round(m)
                 self.meter.add("down", m, kind, shared, server_round=rnd)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self.reply_wire = {}
         for r in replies:
-            kind, rnd = sent.get(message_key(r, reply=True), (r.metadata.message_type, None))
-            self.meter.add("up", r, kind, server_round=rnd)
+            key = message_key(r, reply=True)
+            kind, rnd = sent.get(key, (r.metadata.message_type, None))
+            self.reply_wire[key] = self.meter.add("up", r, kind, server_round=rnd).wire
         return replies

@@ -328,3 +328,34 @@ def test_dp_options_that_cannot_be_honoured_are_refused_in_one_line(options, say
 
     with pytest.raises(ValueError, match=says):
         check_options(load_config(overrides=options))
+
+
+def test_a_reply_larger_than_max_reply_mb_is_refused_before_decoding_and_still_metered(rng):
+    """The operator's limit on one reply: node 12 pads its reply with 1 MB of extra bytes; with a limit of
+    0.5 MB it is refused (counted with its size), the others decoded; the meter still counts what came."""
+    flat = rng.normal(size=N).astype(np.float32)
+
+    def answer(m):
+        r = _reply(m, {"x": flat})
+        if m.metadata.dst_node_id == 12:
+            r.content["padding"] = ArrayRecord({"p": Array(np.zeros(250_000, np.float32))})
+        return r
+
+    metered = MeteredGrid(ScriptedGrid([11, 12, 13], answer))
+    grid = CodecGrid(metered, "fp32", "fp32", False, FP, N, max_reply_bytes=500_000)
+    s = create_strategy(load_config(overrides={"num_clients": 3, "clients_per_round": 3}))
+    def messages(grid, nodes):
+        return list(s.configure_train(1, wire.state_record(flat), ConfigRecord({"phase": "train"}), GridView(grid, nodes)))
+
+    replies = grid.send_and_receive(messages(grid, [11, 12, 13]))
+    failures = grid.take_failures()
+    assert sorted(r.metadata.src_node_id for r in replies) == [11, 13]
+    big = [t.wire for t in metered.meter.take() if t.direction == "up" and t.node_id == 12]
+    assert big and big[0] > 1_000_000
+    assert [(f.node, f.kind, f.reason) for f in failures] == [
+        (12, "rejected", f"a reply of {big[0]:,} bytes, more than max_reply_mb = 0.5 allows")]
+    # without the meter below, the codec layer sizes the reply itself, to the same bytes
+    alone = CodecGrid(ScriptedGrid([12], answer), "fp32", "fp32", False, FP, N, max_reply_bytes=500_000)
+    assert alone.send_and_receive(messages(alone, [12])) == [] and alone.take_failures()[0].reason == failures[0].reason
+    with pytest.raises(ValueError, match="max_reply_mb"):
+        load_config(overrides={"max_reply_mb": -1})

@@ -35,4 +35,8 @@ OPTIONS = (
            "the largest share of one exchange's clients whose messages may fail (errors, timeouts, absent "
            "nodes, rejected replies; not simulated faults) before the run stops with the first reason; 1.0: "
            "only when no client can work at all", ge=0, le=1),
+    Option("max_reply_mb", 0.0,
+           "the largest reply one client may send, in MB (10^6 bytes, as metered on the wire); a larger one is "
+           "refused before it is decoded, counted and dropped; 0: no limit of the operator's (arrays larger "
+           "than the model's layout are refused whatever this says)", ge=0, unit="MB"),
 )
