@@ -38,6 +38,8 @@ RUN_CONFIG = {"dataset": "digits", "image_size": 32, "num_clients": 2, "clients_
               "new_users": 0, "local_steps": 2, "queries": 5, "eval_clients": 0, "global_eval": False,
               "name": "deploy", "timeout_s": 300}
 
+WARM = os.environ.get("FEDFIT_DEPLOY_COLD", "") != "1"  # FEDFIT_DEPLOY_COLD=1: no warm workers (to measure them)
+
 needs_flower_bins = pytest.mark.skipif(
     not all((BIN / b).exists() for b in ("flower-superlink", "flower-supernode", "flwr")) or not os.path.isdir("/proc"),
     reason="needs the flwr executables beside this Python and /proc")
@@ -287,7 +289,7 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     run_config = {**RUN_CONFIG, "out_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache-server")}
     b = init_deployment(tmp_path / "deploy", host, 2, port=port, node_ports=node_ports, same_host=net is None,
                         node_config={"cache-dir": str(tmp_path / "cache-node{i}")}, run_config=run_config,
-                        app_dir=str(REPO))
+                        app_dir=str(REPO), warm=WARM)
     cmd = b.plan.superlink_command()
     assert {"--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth"} <= set(cmd)
     assert "--insecure" not in cmd
@@ -367,6 +369,14 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
     assert 0.8 < traffic["flower_over_fedfit"] < 1.25, traffic
     assert _user_flwr_config() == user_cfg_before, "the user's ~/.flwr/config.toml must not be touched"
 
+    # warm ClientApps: each SuperNode's worker answered every message its ClientApps got (none handled alone)
+    answered = [procs.log(f"node{i}").count("fedfit warm-worker: ") - 1 for i in range(2)]
+    per_node = 1 + len(rounds) + (len(rounds) - 1)  # the hello query, an evaluation per round (0 too), a training per round
+    if WARM:
+        assert answered == [per_node, per_node], (answered, procs.log("node0")[-3000:])
+        assert "handling the message in this process" not in procs.log("node0") + procs.log("node1")
+    else:
+        assert answered == [-1, -1]
     left = procs.stop_all()
     assert not left, f"processes left running: {left}"
     t_stop = time.monotonic()
@@ -394,7 +404,8 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
         assert d["acc_mean"] == pytest.approx(s["acc_mean"], abs=0.021)
         if s["train_loss"] is not None:
             assert d["train_loss"] == pytest.approx(s["train_loss"], rel=1e-3)
-    print(f"\ndeployment ({mode}): ready in {t_ready - t_start:.0f} s, run {t_run - t_ready:.0f} s, simulation "
+    print(f"\ndeployment ({mode}, {'warm' if WARM else 'cold'} ClientApps): seconds per round "
+          f"{[round(r['seconds'], 2) for r in rounds]}; ready in {t_ready - t_start:.0f} s, run {t_run - t_ready:.0f} s, simulation "
           f"{time.monotonic() - t_stop:.0f} s; per round: train up {rounds[1]['bytes_up_wire']} B wire "
           f"(simulation {sim[1]['bytes_up_wire']}), {rounds[1]['bytes_up_payload']} B payload (simulation "
           f"{sim[1]['bytes_up_payload']}), down {rounds[1]['bytes_down_wire']} (simulation {sim[1]['bytes_down_wire']}); "

@@ -222,7 +222,7 @@ def _deploy_init(args: argparse.Namespace) -> int:
     b = init_deployment(args.out, args.superlink_host, args.nodes, names=args.name, port=args.port,
                         listen_host=args.listen_host, same_host=args.same_host, insecure=args.insecure,
                         connection=args.connection, node_config=_node_config(args), run_config=run_config,
-                        app_dir=args.app, database=args.database)
+                        app_dir=args.app, database=args.database, warm=not args.cold)
     mode = "NO TLS, NO SuperNode authentication (--insecure)" if args.insecure else "TLS and SuperNode authentication on"
     print(f"fedfit deploy: {b.root}: 1 SuperLink at {b.plan.address} and {args.nodes} SuperNodes, {mode}")
     if not args.insecure:
@@ -269,6 +269,22 @@ def _deploy_traffic(args: argparse.Namespace) -> int:
             else run_info(args.run_id, args.connection))
     path = record_flower_traffic(args.run_dir, info)
     print(path.read_text(), end="")
+    return 0
+
+
+def _warm_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from clients.warm import serve
+
+    try:
+        serve(args.socket, parent_pid=args.parent_pid)
+    finally:
+        if args.remove_dir:
+            try:
+                os.rmdir(os.path.dirname(os.path.abspath(args.socket)))
+            except OSError:
+                pass
     return 0
 
 
@@ -404,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--run-config", nargs="*", default=[], metavar="KEY=VALUE", help="fedfit options for run.sh")
     di.add_argument("--app", default=None, help="fedfit checkout that `flwr run` builds (default: this one)")
     di.add_argument("--database", default="", help="SuperLink state database file (default: in memory)")
+    di.add_argument("--cold", action="store_true",
+                    help="no warm worker: every message pays Python, torch and the model's start-up on its SuperNode")
     di.set_defaults(deploy_fn=_deploy_init)
     dk = dsub.add_parser("node-key", help="one more SuperNode key pair (EC P-384, OpenSSH format)", epilog=deploy_docs)
     dk.add_argument("path", help="private key file; the public key goes to PATH.pub")
@@ -424,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--connection", default="fedfit")
     dt.add_argument("--wait", type=float, default=0.0, help="first wait up to this many seconds for the run to finish")
     dt.set_defaults(deploy_fn=_deploy_traffic)
+    ww = sub.add_parser("warm-worker", help="a SuperNode's warm worker: answers its ClientApps' messages with torch "
+                        "and the model kept loaded (started by the SuperNode's start.sh)", epilog=deploy_docs)
+    ww.add_argument("--socket", required=True, help="Unix socket to listen on (created 0600)")
+    ww.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) is gone")
+    ww.add_argument("--remove-dir", action="store_true", help="remove the socket's folder on exit")
+    ww.set_defaults(fn=_warm_worker)
     return p
 
 

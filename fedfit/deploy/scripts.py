@@ -23,6 +23,14 @@ if [ -n "${{FEDFIT_VENV:-}}" ]; then . "$FEDFIT_VENV/bin/activate"; fi
 """
 
 
+_WARM = """# The warm worker: keeps torch and the model loaded; the ClientApps Flower starts for each message
+# forward to it over a private Unix socket (FEDFIT_WARM_SOCKET), and it exits with this SuperNode.
+WARM_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fedfit-warm.XXXXXX")"
+export FEDFIT_WARM_SOCKET="$WARM_DIR/worker.sock"
+fedfit warm-worker --socket "$FEDFIT_WARM_SOCKET" --parent-pid $$ --remove-dir &
+"""
+
+
 def _script(path: Path, what: str, body: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_PRELUDE.format(what=what) + body, encoding="utf-8")
@@ -61,7 +69,7 @@ def init_deployment(out: str | Path, superlink_host: str, nodes: int, *, names: 
                     port: int = SUPERLINK_PORT, listen_host: str = "0.0.0.0", node_ports: Sequence[int] | None = None,
                     same_host: bool = False, insecure: bool = False, connection: str = CONNECTION,
                     node_config: dict[str, Any] | None = None, run_config: dict[str, Any] | None = None,
-                    app_dir: str | None = None, database: str = "") -> Bundle:
+                    app_dir: str | None = None, database: str = "", warm: bool = True) -> Bundle:
     """Make the CA, the SuperLink certificate and one key per SuperNode, and write one folder per machine::
 
         OUT/ca/                ca.crt, ca.key (the CA key: keep it here, copy it nowhere)
@@ -72,7 +80,9 @@ def init_deployment(out: str | Path, superlink_host: str, nodes: int, *, names: 
     ``superlink_host`` is the name or IP address SuperNodes use to reach the SuperLink (it goes into the
     certificate with ``names``, localhost and 127.0.0.1). ``same_host`` gives the SuperNodes distinct
     Runtime API ports (9094, 9095, ...) so several can share one machine. ``node_config`` values may
-    contain ``{i}`` (the SuperNode's index). Returns the Bundle."""
+    contain ``{i}`` (the SuperNode's index). ``warm``: each SuperNode's start script first starts a warm
+    worker (``fedfit warm-worker``, ``clients.warm``) that keeps torch and the model loaded between
+    messages, and the ClientApps Flower starts forward to it. Returns the Bundle."""
     if nodes < 1:
         raise DeployError(f"nodes must be >= 1 (got {nodes})")
     if not 0 < port < 65536:
@@ -118,7 +128,7 @@ def init_deployment(out: str | Path, superlink_host: str, nodes: int, *, names: 
             pub.unlink()  # the SuperNode's machine only needs its private key
             pubs.append(f"keys/{node.name}.pub")
         _script(d / "start.sh", f"SuperNode {node.index} (partition-id {node.index}): run it on its client machine.",
-                "exec " + shlex.join(plan.supernode_command(node)) + "\n")
+                (_WARM if warm else "") + "exec " + shlex.join(plan.supernode_command(node)) + "\n")
         node_dirs.append(d)
 
     connect_body = ("# Adds the SuperLink connection to the flwr CLI's config ($FLWR_HOME/config.toml, default ~/.flwr).\n"
