@@ -8,6 +8,8 @@ The fast profile (the default, and CI's) runs FUZZ_EXAMPLES cases per target; th
 ``FEDFIT_FUZZ=long .venv/bin/python -m pytest -q tests/test_fuzz.py`` (LONG_EXAMPLES per target; a number
 instead of ``long``: that many per target, not derandomized)."""
 import os
+import re
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
@@ -31,6 +33,41 @@ _long = os.environ.get("FEDFIT_FUZZ", "")
 settings.register_profile("long", max_examples=int(_long) if _long.isdigit() else LONG_EXAMPLES, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile("long" if _long else "fast")
+
+# What each target saw: outcome -> count ("accepted", or "refused: <reason>"); with FEDFIT_FUZZ_REPORT=PATH the
+# tally is written there as JSON when the module's tests end (experiments/fuzz_table.py makes the table).
+TALLY: dict[str, Counter] = defaultdict(Counter)
+
+
+def _reason(e: BaseException | str) -> str:
+    """An error's reason without its particulars (numbers, paths, quoted values; its first two clauses), to
+    count like with like."""
+    name, text = ("error reply", e) if isinstance(e, str) else (type(e).__name__, str(e))
+    text = text.splitlines()[0] if text else ""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\([^)]*\)", "...", text)
+    text = re.sub(r"(?:/[^\s:/]+)+/?", "PATH", text)
+    text = re.sub(r"-?\d[\d.,e+-]*", "N", text)
+    return f"{name}: {': '.join(text.split(': ')[:2])[:80]}"
+
+
+def _accepted(target: str) -> None:
+    TALLY[target]["accepted"] += 1
+
+
+def _refused(target: str, e: BaseException) -> None:
+    TALLY[target]["refused: " + _reason(e)] += 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    path = os.environ.get("FEDFIT_FUZZ_REPORT")
+    if path:
+        import json
+
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"profile": settings().max_examples, "targets": {k: dict(v) for k, v in TALLY.items()}}, f,
+                      indent=1, sort_keys=True)
 
 N = 64  # the state's length in the codec targets
 CODECS = ["fp32", "fp16", "int8", "int8-block:16", "topk:0.1"]
@@ -72,11 +109,13 @@ def _encodings(draw, spec: str):
     return enc
 
 
-def _expect_state_or_refusal(codec, record, n=N):
+def _expect_state_or_refusal(codec, record, target, n=N):
     try:
         x = wire.decode_record(codec, record, n)
-    except ValueError:
+    except ValueError as e:
+        _refused(target, e)
         return
+    _accepted(target)
     assert x.dtype == np.float32 and x.shape == (n,) and np.all(np.isfinite(x))
 
 
@@ -86,7 +125,7 @@ def test_a_training_reply_under_any_codec_decodes_or_is_refused(spec):
 
     @given(_encodings(spec))
     def run(enc):
-        _expect_state_or_refusal(codec, wire.arrays_record(enc))
+        _expect_state_or_refusal(codec, wire.arrays_record(enc), f"training reply, {spec}: arrays")
 
     run()
 
@@ -110,7 +149,7 @@ def test_raw_bytes_from_a_peer_are_refused_not_raised(spec):
 
     @given(_raw_arrays())
     def run(record):
-        _expect_state_or_refusal(codec, record)
+        _expect_state_or_refusal(codec, record, f"training reply, {spec}: raw bytes")
 
     run()
 
@@ -142,8 +181,10 @@ def test_class_statistics_of_any_shape_are_checked_or_refused(arrays, scatter, q
     limits = ClassLimits(per_class=5, per_client=25, classes=5, unit=True)
     try:
         out = wire.class_stats_of(wire.arrays_record(arrays), DIM, scatter, queries, limits)
-    except ValueError:
+    except ValueError as e:
+        _refused("class statistics", e)
         return
+    _accepted("class statistics")
     assert out["sums"].shape == (out["class_ids"].size, DIM) and np.all(out["counts"] <= 5)
 
 
@@ -159,13 +200,16 @@ def test_a_replys_metrics_are_checked_or_refused(metrics):
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0  # as a server's task has them
     try:
         record = MetricRecord(metrics)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as e:
+        _refused("reply metrics", e)
         return  # Flower refuses to build it: nothing of it reaches fedfit
     msg = Message(RecordDict({wire.METRICS: record}), dst_node_id=1, message_type="train")
     try:
         out = wire.metrics_of(msg)
-    except ValueError:
+    except ValueError as e:
+        _refused("reply metrics", e)
         return
+    _accepted("reply metrics")
     w = out[wire.WEIGHT]
     assert 0 < w <= wire.MAX_WEIGHT and np.isfinite(w)
 
@@ -178,8 +222,9 @@ def test_a_checkpoint_of_any_bytes_is_refused_with_its_reason(tmp_path_factory, 
     (d / checkpoint.FILE).write_bytes(data)
     try:
         checkpoint.load(d)
-    except RunFormatError:
-        pass
+        _accepted("checkpoint")
+    except RunFormatError as e:
+        _refused("checkpoint", e)
 
 
 @given(st.one_of(st.binary(max_size=1024), st.lists(st.text(max_size=80), max_size=6).map(
@@ -192,8 +237,10 @@ def test_rounds_jsonl_of_any_bytes_reads_or_is_refused(tmp_path_factory, data):
     (d / "rounds.jsonl").write_bytes(data)
     try:
         rows = read_rounds(d)
-    except RunFormatError:
+    except RunFormatError as e:
+        _refused("rounds.jsonl", e)
         return
+    _accepted("rounds.jsonl")
     assert all(isinstance(r, dict) and "round" in r for r in rows)
 
 
@@ -203,8 +250,9 @@ def test_a_config_file_of_any_bytes_loads_or_is_refused(tmp_path_factory, data):
     f.write_bytes(data)
     try:
         load_config(f)
-    except ConfigError:
-        pass
+        _accepted("TOML config file")
+    except ConfigError as e:
+        _refused("TOML config file", e)
 
 
 @given(st.lists(st.text(max_size=40), max_size=5))
@@ -214,8 +262,9 @@ def test_key_value_overrides_of_any_text_parse_or_are_refused(items):
     try:
         cfg = {**defaults(), **parse_overrides(items, defaults())}
         validate(cfg)
-    except ConfigError:
-        pass
+        _accepted("key=value overrides")
+    except ConfigError as e:
+        _refused("key=value overrides", e)
 
 
 _TRACE_HEAD = "client,speed,down_mbps,up_mbps,latency_ms,online\n"
@@ -234,8 +283,10 @@ def test_a_device_trace_of_any_bytes_reads_or_is_refused(tmp_path_factory, data)
     f.write_bytes(data)
     try:
         devices = read_trace(f, 2)
-    except ClockError:
+    except ClockError as e:
+        _refused("device trace CSV", e)
         return
+    _accepted("device trace CSV")
     assert len(devices) == 2 and all(d.speed > 0 and d.up_mbps > 0 for d in devices)
 
 
@@ -281,6 +332,7 @@ def test_an_image_file_of_any_content_decodes_or_is_skipped_with_its_reason(tmp_
     f = tmp_path_factory.mktemp("img") / "x.png"
     f.write_bytes(data)
     x, why = decode_image(f, 16)
+    TALLY["image file"]["accepted" if x is not None else f"skipped: {why}"] += 1
     if x is None:
         assert why in ("unreadable", "too-large", "blank")
     else:
@@ -346,3 +398,6 @@ def test_a_client_answers_any_downlink_with_a_reply_or_an_error_reply(tmp_path_f
     assert isinstance(reply, Message)
     if reply.has_error():
         assert reply.error.reason
+        TALLY["ClientApp downlink"]["refused: " + _reason(reply.error.reason)] += 1
+    else:
+        TALLY["ClientApp downlink"]["accepted"] += 1
