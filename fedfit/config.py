@@ -243,6 +243,20 @@ FIT_LOCAL_STEPS = 400  # FiT's fine-tuning budget: its lower bound's steps per c
 ROUND_STEPS = 10       # episodic steps per client per round (FiT's federated code: num_local_epochs)
 
 
+FEDAVG_SPLIT = 2.0  # FedAvg's default step: the clients train at lr / 2, the server moves 2 x clients_per_round
+FEDAVG_STEP_MAX = 20.0  # ... times their mean update, at most this many times
+
+
+def fedavg_split(cfg: Options) -> bool:
+    """FedAvg takes its default step (``server_lr = -1``, no DP) in a method that aggregates client updates:
+    the clients then train at ``lr / FEDAVG_SPLIT`` and the server moves ``FEDAVG_SPLIT x clients_per_round``
+    (at most ``FEDAVG_STEP_MAX``) times their mean update - the pace of ``lr`` with the updates added up
+    (each client's steps counted as a central run takes them, one after another), split so that each client
+    drifts half as far from the global state (docs/results/step_rule.md)."""
+    return (cfg["strategy"] == "fedavg" and cfg["server_lr"] < 0 and cfg["dp"] == "none"
+            and METHODS.get(cfg["method"]).aggregates)
+
+
 def local_steps(cfg: Options) -> int:
     """Episodic steps per client per round (``local_steps``; -1: the method's, ``Method.local_steps``: 10, or
     FiT's 400 for its lower bound)."""

@@ -32,7 +32,7 @@ import torch
 
 from fedfit import seeding
 from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
-from fedfit.config import data_seed, local_steps
+from fedfit.config import FEDAVG_SPLIT, data_seed, fedavg_split, local_steps
 from fedfit.data import (ClientData, ClientPlan, DataError, ImageSet, dirichlet_plan, has_test_split, kshot_plan,
                          load_source, materialize, natural_plan)
 from fedfit.episodes import FineTuneConfig, evaluate, finetune
@@ -233,9 +233,18 @@ def round_lr(cfg: dict[str, Any], server_round: int) -> float:
     return cfg["lr"] * cfg["lr_decay"] ** ((r - 1) // max(cfg["lr_decay_every"], 1))
 
 
-def finetune_config(cfg: dict[str, Any], server_round: int, steps: int, seed: int, **extra) -> FineTuneConfig:
-    """The episodic fine-tuning of round ``server_round`` as the options define it."""
-    return FineTuneConfig(steps=steps, lr=round_lr(cfg, server_round), weight_decay=cfg["weight_decay"],
+def client_lr(cfg: dict[str, Any], server_round: int) -> float:
+    """The lr of a client's training in round ``server_round``: ``round_lr``, over ``FEDAVG_SPLIT`` under
+    FedAvg's default step (``fedavg_split``)."""
+    return round_lr(cfg, server_round) / (FEDAVG_SPLIT if fedavg_split(cfg) else 1.0)
+
+
+def finetune_config(cfg: dict[str, Any], server_round: int, steps: int, seed: int, lr: float | None = None,
+                    **extra) -> FineTuneConfig:
+    """The episodic fine-tuning of round ``server_round`` as the options define it (``lr``: instead of
+    ``round_lr``)."""
+    return FineTuneConfig(steps=steps, lr=round_lr(cfg, server_round) if lr is None else lr,
+                          weight_decay=cfg["weight_decay"],
                           min_way=cfg["min_way"], max_way=cfg["max_way"] or None, seed=seed,
                           split=cfg["episode_split"],
                           objective="uppercase" if cfg["case_training"] == "uppercase" else "head",
@@ -308,7 +317,7 @@ class ClientWork:
         self.load(flat)
         ref = [p.detach().clone() for p in self.model.trainable_parameters()] if prox_mu > 0 else None
         ft = finetune_config(cfg, server_round, steps=local_steps(cfg) if steps is None else steps,
-                             seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
+                             lr=client_lr(cfg, server_round), seed=seeding.derive(cfg["seed"], "train", server_round, self.pid), prox_mu=prox_mu,
                              prox_ref=ref)
         res = finetune(self.model, self.data.support_x, self.data.support_y, ft)
         new = self.state()

@@ -12,6 +12,8 @@ from typing import Any, Callable
 from flwr.serverapp.strategy import (Bulyan, FedAdagrad, FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg,
                                      FedYogi, Krum, MultiKrum, Strategy)
 
+from fedfit.config import FEDAVG_SPLIT, FEDAVG_STEP_MAX
+
 Options = Callable[[dict[str, Any]], dict[str, Any]]
 Check = Callable[[dict[str, Any]], str | None]
 
@@ -58,17 +60,14 @@ def server_lr(cfg: dict[str, Any], default: float) -> float:
     return default if cfg["server_lr"] < 0 else float(cfg["server_lr"])
 
 
-FEDAVG_STEP_MAX = 10.0  # server_lr = -1 for FedAvg: clients_per_round, at most this
-
-
 def fedavg_step(cfg: dict[str, Any]) -> float:
     """FedAvg's server step: the global moves this many times the clients' mean update (``server_lr``; -1:
-    clients_per_round, at most ``FEDAVG_STEP_MAX``: the clients' updates added up rather than averaged, as
-    a central run would take their steps one after another; 1: McMahan et al.'s mean). Under DP always 1:
-    Flower's wrappers add noise for the mean's sensitivity."""
+    ``FEDAVG_SPLIT x clients_per_round``, at most ``FEDAVG_STEP_MAX``, with the clients at lr / FEDAVG_SPLIT:
+    ``fedfit.federated.fedavg_split``; 1: McMahan et al.'s mean). Under DP always 1: Flower's wrappers add
+    noise for the mean's sensitivity."""
     if cfg["dp"] != "none":
         return 1.0
-    return server_lr(cfg, float(min(cfg["clients_per_round"], FEDAVG_STEP_MAX)))
+    return server_lr(cfg, float(min(FEDAVG_SPLIT * cfg["clients_per_round"], FEDAVG_STEP_MAX)))
 
 
 def _fedavg(server_learning_rate: float = 1.0, **kw) -> Strategy:
@@ -86,7 +85,7 @@ def _server_opt(cfg: dict[str, Any]) -> dict[str, Any]:
 CATALOG: dict[str, Entry] = {
     "fedavg": Entry(_fedavg, "FedAvg (McMahan et al. 2017): the mean of the clients' states weighted by num-examples, "
                              "the global moved server_lr times the mean update (Reddi et al. 2021; -1: "
-                             "clients_per_round up to 10, the updates added up; 1: the mean itself)",
+                             "2 x clients_per_round up to 20 with the clients at lr / 2; 1: the mean itself)",
                     lambda cfg: {"server_learning_rate": fedavg_step(cfg)}, _dp_step),
     "fedprox": Entry(FedProx, "FedProx (Li et al. 2020): FedAvg; clients add prox_mu / 2 ||w - w_global||^2 "
                               "(the strategy sends proximal-mu)",

@@ -28,9 +28,10 @@ def _resolved(cfg: dict[str, Any], method: Method) -> dict[str, Any]:
     """What the options resolve to: where every number's images come from, the steps, the method's own."""
     from fedfit.clock import REFERENCE_IMAGE_SIZE, train_s_per_image
     from fedfit.config import local_steps, training_rounds
-    from fedfit.federated import splits
+    from fedfit.federated import client_lr, splits
 
     return {"splits": splits(cfg), "local_steps_resolved": local_steps(cfg), "training_rounds": training_rounds(cfg),
+            "client_lr_resolved": client_lr(cfg, 1),
             "overlap_eval_resolved": overlaps(cfg),
             "clock": {"train_s_per_image": train_s_per_image(cfg), "reference_image_size": REFERENCE_IMAGE_SIZE},
             **method.resolved()}

@@ -153,11 +153,28 @@ def test_server_lr_moves_the_global_that_many_times_the_mean_update(rng):
     out, _, s = _round("fedavg", answers, base=base, server_lr=10.0)  # FedAvg with a server step of 10
     np.testing.assert_allclose(out, base + 10 * (mean - base), rtol=1e-4, atol=1e-3)
     assert type(_round("fedavg", answers, base=base, server_lr=1.0)[2]).__name__ == "FedAvg"
-    out, _, _ = _round("fedavg", answers, base=base, server_lr=-1.0)  # clients_per_round (3) x the mean update
-    np.testing.assert_allclose(out, base + 3 * (mean - base), rtol=1e-4, atol=1e-3)
+    out, _, _ = _round("fedavg", answers, base=base, server_lr=-1.0)  # 2 x clients_per_round (3) x the mean update
+    np.testing.assert_allclose(out, base + 6 * (mean - base), rtol=1e-4, atol=1e-3)
     from strategies.catalog import fedavg_step
-    assert fedavg_step(load_config(overrides={"num_clients": 100, "clients_per_round": 50})) == 10.0
+    assert fedavg_step(load_config(overrides={"num_clients": 100, "clients_per_round": 50})) == 20.0
     assert fedavg_step(load_config(overrides={"num_clients": 40, "clients_per_round": 10, "dp": "server"})) == 1.0
+
+
+def test_fedavgs_default_step_is_split_between_the_clients_lr_and_the_server():
+    """Under FedAvg's default step the clients train at lr / 2 and the server moves 2 x clients_per_round
+    times their mean update; an explicit server step, another strategy, DP or a method that aggregates
+    nothing (the bounds) keeps lr as it is."""
+    from fedfit.federated import client_lr, round_lr
+    from strategies.catalog import fedavg_step
+
+    cfg = load_config(overrides={"num_clients": 20, "clients_per_round": 5})
+    assert cfg["lr"] == 0.0015 and client_lr(cfg, 1) == 0.00075 and fedavg_step(cfg) == 10.0
+    assert client_lr(cfg, 4) == round_lr(cfg, 4) / 2 > 0
+    for over in ({"server_lr": 5.0}, {"strategy": "fedprox"}, {"dp": "client"}, {"method": "local-only"},
+                 {"method": "centralized"}):
+        other = load_config(overrides={"num_clients": 20, "clients_per_round": 5, **over})
+        assert client_lr(other, 1) == 0.0015, over
+    assert fedavg_step(load_config(overrides={"num_clients": 20, "clients_per_round": 5, "server_lr": 5.0})) == 5.0
     with pytest.raises(ValueError, match="set server_lr = 1"):
         create_strategy(load_config(overrides={"strategy": "fedavg", "server_lr": 10.0, "dp": "server"}))
 

@@ -15,12 +15,12 @@ OPTIONS = (
     Option("server_lr", -1.0,
            "the server's step: fedavg / fedavgm: the global moves this many times the clients' mean "
            "update; fedadam / fedyogi / fedadagrad: eta. -1 = the strategy's own: fedavg: "
-           "clients_per_round up to 10 (the updates added up, not averaged: docs/results/findings.md: "
-           "\"The server step\"; 1 = McMahan et al.'s mean; 1 under dp); fedavgm: "
-           "1.0; the others: 0.01",
+           "2 x clients_per_round up to 20, with the clients training at lr / 2 (the pace of lr with the "
+           "updates added up, half the drift: docs/results/findings.md, \"The server step\"; 1 = McMahan et "
+           "al.'s mean; 1 under dp); fedavgm: 1.0; the others: 0.01",
            gt=0, special=(-1,),
-           hint="-1: the strategy's own: fedavg clients_per_round up to 10, fedavgm 1.0, fedadam / fedyogi / "
-                "fedadagrad 0.01"),
+           hint="-1: the strategy's own: fedavg 2 x clients_per_round up to 20 (clients at lr / 2), fedavgm 1.0, "
+                "fedadam / fedyogi / fedadagrad 0.01"),
     Option("server_momentum", 0.9,
            "fedavgm", ge=0, lt=1),
     Option("prox_mu", 0.01,

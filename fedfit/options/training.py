@@ -16,8 +16,9 @@ OPTIONS = (
            "context/target split of a client's support set: drawn afresh every step | round: once per"
            " client and round (FiT's code)", choices=("step", "round")),
     Option("lr", 0.0015,
-           "client Adam learning rate (round 1; see lr_schedule). FiT: 0.0035 fine-tuning, 0.003 / "
-           "0.006 federated", gt=0),
+           "Adam learning rate of the training (round 1; see lr_schedule): the bounds' and local-only's, and "
+           "the clients' (halved under FedAvg's default server step, which moves 2 x clients_per_round times "
+           "their mean update). FiT: 0.0035 fine-tuning, 0.003 / 0.006 federated", gt=0),
     Option("lr_schedule", "cosine",
            "cosine: lr down to ~0 by the last round along half a cosine | step: lr x lr_decay every "
            "lr_decay_every rounds (FiT: x 0.3 every 20 rounds on CIFAR-100)", choices=("step", "cosine")),
