@@ -20,7 +20,8 @@ def table(report: dict, top: int = 4) -> str:
         shown = "; ".join(f"{why.split(': ', 1)[1]} ({n})" for n, why in refused[:top])
         more = sum(n for n, _ in refused[top:])
         if more:
-            shown += f"; {len(refused) - top} other reasons ({more})"
+            others = len(refused) - top
+            shown += f"; {others} other reason{'s' if others > 1 else ''} ({more})"
         rows.append(f"| {target} | {total:,} | {outcomes.get('accepted', 0):,} | {shown.replace('|', '/')} |")
     return "\n".join(rows)
 
