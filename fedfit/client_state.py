@@ -38,18 +38,37 @@ def _blob(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class ClientStateError(RuntimeError):
+    """A client state file, or an array in it, that cannot be read: which, and why."""
+
+
+_UNREADABLE = (ValueError, TypeError, EOFError, OSError)  # what np.load raises on bytes that are not an array
+
+
 def _array(b: bytes) -> np.ndarray:
     return np.load(io.BytesIO(b), allow_pickle=False)
 
 
 class ClientStateStore:
-    """The state file of one run (one per process: ``open_store``)."""
+    """The state file of one run (one per process: ``open_store``). A file that is not one, or an array in
+    it that does not decode, raises ClientStateError naming the file (and the array)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=120.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=120.0, isolation_level=None, check_same_thread=False)
+            self._setup()
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+
+    def _error(self, e: BaseException, what: str = "") -> ClientStateError:
+        where = f"{self.path}{': ' + what if what else ''}"
+        return ClientStateError(f"{where}: not a readable client state ({type(e).__name__}: {e}); move the file "
+                                f"away to start the clients' kept state afresh")
+
+    def _setup(self) -> None:
         with self._lock:
             self._db.execute("PRAGMA busy_timeout = 120000")
             # several processes may open the file at the same moment: switching it to WAL takes an
@@ -66,21 +85,32 @@ class ClientStateStore:
                     time.sleep(0.05 * (1 + attempt % 10))
             self._db.execute("PRAGMA synchronous=NORMAL")
 
+    def _rows(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+
+    def _decode(self, partition: int, key, data) -> np.ndarray:
+        try:
+            return _array(data)
+        except _UNREADABLE as e:
+            raise self._error(e, f"partition {partition}, {key!r}") from None
+
     def get(self, partition: int, key: str, below: int) -> np.ndarray | None:
         """The newest array of (partition, key) with a version < ``below``, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT data FROM state WHERE partition = ? AND key = ? AND version < ? "
-                                   "ORDER BY version DESC LIMIT 1", (int(partition), key, int(below))).fetchone()
-        return None if row is None else _array(row[0])
+        rows = self._rows("SELECT data FROM state WHERE partition = ? AND key = ? AND version < ? "
+                          "ORDER BY version DESC LIMIT 1", (int(partition), key, int(below)))
+        return self._decode(partition, key, rows[0][0]) if rows else None
 
     def get_all(self, partition: int, prefix: str, below: int) -> dict[str, np.ndarray]:
         """{key: newest array below ``below``} of every key of ``partition`` that starts with ``prefix``."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT key, data FROM state s WHERE partition = ? AND key LIKE ? AND version = (SELECT MAX(version) "
-                "FROM state t WHERE t.partition = s.partition AND t.key = s.key AND t.version < ?)",
-                (int(partition), prefix.replace("%", r"\%") + "%", int(below))).fetchall()
-        return {k: _array(b) for k, b in rows}
+        rows = self._rows(
+            "SELECT key, data FROM state s WHERE partition = ? AND key LIKE ? AND version = (SELECT MAX(version) "
+            "FROM state t WHERE t.partition = s.partition AND t.key = s.key AND t.version < ?)",
+            (int(partition), prefix.replace("%", r"\%") + "%", int(below)))
+        return {str(k): self._decode(partition, k, b) for k, b in rows}
 
     def put(self, partition: int, key: str, at: int, array: np.ndarray) -> None:
         """Store ``array`` as version ``at`` (replacing one already there); prune older versions."""
@@ -88,6 +118,12 @@ class ClientStateStore:
 
     def put_many(self, partition: int, arrays: dict[str, np.ndarray], at: int) -> None:
         rows = [(int(partition), k, int(at), _blob(np.asarray(a))) for k, a in arrays.items()]
+        try:
+            self._write(partition, rows)
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+
+    def _write(self, partition: int, rows: list[tuple]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -103,8 +139,7 @@ class ClientStateStore:
                 raise
 
     def partitions(self) -> list[int]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT partition FROM state ORDER BY partition")]
+        return [r[0] for r in self._rows("SELECT DISTINCT partition FROM state ORDER BY partition", ())]
 
     def close(self) -> None:
         with self._lock:

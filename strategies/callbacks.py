@@ -163,7 +163,7 @@ class ReportPersonalState(Callback):
         if self._done:
             return
         self._done = True
-        from fedfit.client_state import open_store
+        from fedfit.client_state import ClientStateError, open_store
         from fedfit.federated import PERSONAL, adapter_name, shared_model
         from fedfit.registry import METHODS
 
@@ -176,8 +176,12 @@ class ReportPersonalState(Callback):
         path = run.run_dir / "clients.sqlite"
         if not path.is_file():  # deployment: the clients' state lies on their own machines
             return
-        store = open_store(path)
-        sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]
+        try:
+            store = open_store(path)
+            sizes = [sum(a.size for a in store.get_all(p, PERSONAL, 1 << 60).values()) for p in store.partitions()]
+        except ClientStateError as e:
+            self.progress(f"fedfit: personal state per client: not counted ({e})")
+            return
         sizes = [x for x in sizes if x]
         if sizes:
             self.numbers = int(np.median(sizes))

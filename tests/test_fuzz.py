@@ -1,8 +1,10 @@
 """Hostile input, generated (Hypothesis): every decoder that takes bytes or values from outside either
 works or refuses the input with its own error, never another exception. Targets: a training reply's
 arrays under every codec (as arrays and as raw bytes), a client's class statistics, a reply's metrics, a
-checkpoint, rounds.jsonl, a TOML config file, key=value overrides, a device trace CSV and an image file
-(any PIL mode and format, truncated, bit-flipped, a header claiming 4e10 pixels, or any bytes).
+checkpoint, rounds.jsonl, a TOML config file, key=value overrides, a device trace CSV, an image file
+(any PIL mode and format, truncated, bit-flipped, a header claiming 4e10 pixels, or any bytes), a whole
+image folder (mislabelled, empty and hidden files, files outside any class), a client's state file and any
+downlink a ClientApp can receive.
 
 The fast profile (the default, and CI's) runs FUZZ_EXAMPLES cases per target; the long one by command:
 ``FEDFIT_FUZZ=long .venv/bin/python -m pytest -q tests/test_fuzz.py`` (LONG_EXAMPLES per target; a number
@@ -401,3 +403,97 @@ def test_a_client_answers_any_downlink_with_a_reply_or_an_error_reply(tmp_path_f
         TALLY["ClientApp downlink"]["refused: " + _reason(reply.error.reason)] += 1
     else:
         TALLY["ClientApp downlink"]["accepted"] += 1
+
+
+@st.composite
+def _state_files(draw):
+    """A client state file: any bytes, or a real store whose rows hold any values (bytes that are not an array,
+    text, numbers, NULL) under any keys."""
+    import sqlite3
+
+    if draw(st.booleans()):
+        return "bytes", draw(st.binary(max_size=2048))
+    value = st.one_of(st.binary(max_size=256), st.text(max_size=20), st.integers(-5, 5), st.none(),
+                      st.sampled_from([b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1"
+                                       b"<<40,), }" + b" " * 60 + b"\n"]))
+    rows = draw(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(["personal/a", "local", "ef", "x"]),
+                                   st.integers(0, 9), value), max_size=6))
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE state (partition INTEGER, key TEXT, version INTEGER, data BLOB, "
+                 "PRIMARY KEY (partition, key, version))")
+    conn.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", rows)
+    return "rows", conn.serialize()
+
+
+@given(_state_files())
+@example(("bytes", b"SQLite format 3\x00" + b"\x00" * 84))
+def test_a_client_state_file_of_any_content_reads_or_is_refused(tmp_path_factory, case):
+    """A client's kept state (clients.sqlite): any file, or a store holding anything, either reads (arrays) or
+    is refused with ClientStateError naming the file."""
+    from fedfit.client_state import ClientStateError, ClientStateStore
+
+    _, data = case
+    path = tmp_path_factory.mktemp("state") / "clients.sqlite"
+    path.write_bytes(data)
+    try:
+        store = ClientStateStore(path)
+        for p in store.partitions():
+            arrays = store.get_all(int(p), "", 100)
+            assert all(isinstance(a, np.ndarray) for a in arrays.values())
+            for k in ("local", "ef"):
+                a = store.get(int(p), k, 100)
+                assert a is None or isinstance(a, np.ndarray)
+        store.put(0, "ef", 50, np.zeros(3, np.float32))
+        assert np.array_equal(store.get(0, "ef", 51), np.zeros(3, np.float32))
+        store.close()
+        _accepted("client state file")
+    except ClientStateError as e:
+        assert str(path) in str(e)
+        _refused("client state file", e)
+
+
+@st.composite
+def _image_folders(draw):
+    """A user's image folder: class folders (or client/class folders) of image files - real images, truncated or
+    mislabelled ones (a PNG named .jpg, text named .png), empty files, decompression bombs - with files lying
+    outside any class, hidden files and empty folders."""
+    names = st.text(alphabet="abcXYZ019 _-é", min_size=1, max_size=6).filter(lambda n: n.strip(" ") == n)
+    files = {}
+    for _ in range(draw(st.integers(0, 6))):
+        parts = draw(st.lists(names, min_size=1, max_size=3))
+        ext = draw(st.sampled_from([".png", ".jpg", ".JPEG", ".bmp", ".txt", ".gif", ""]))
+        files["/".join(parts) + ext] = draw(_image_files())
+    for _ in range(draw(st.integers(0, 2))):
+        files[draw(st.sampled_from([".hidden.png", "c/.x.png", ".d/y.png", "empty.png", "c/zero.jpg"]))] = b""
+    return files
+
+
+@settings(max_examples=min(settings().max_examples, 50))
+@given(_image_folders())
+def test_an_image_folder_of_any_content_loads_or_is_refused(tmp_path_factory, files):
+    """``dataset = imagefolder``: a folder of anything either loads (each image 16 x 16 RGB, labels naming its
+    classes, every file it skipped counted by reason) or is refused with DataError, never another error."""
+    from fedfit.data.base import DataError
+    from fedfit.data.imagefolder import load_imagefolder
+
+    root = tmp_path_factory.mktemp("folder")
+    written = 0
+    for rel, data in files.items():
+        path = root / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written += 1
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            continue  # a name both a file and a folder: the first one stays
+    try:
+        s = load_imagefolder(16, root=root, cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
+    except DataError as e:
+        assert str(e)
+        _refused("image folder", e)
+        return
+    _accepted("image folder")
+    n = len(s.images)
+    assert s.images.shape == (n, 16, 16, 3) and s.images.dtype == np.uint8 and 0 < n <= written
+    assert s.labels.shape == (n,) and set(s.labels.tolist()) <= set(range(len(s.class_names)))
+    assert n + sum(s.skipped.values()) <= written

@@ -454,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from fedfit.backbones import BackboneError
+    from fedfit.client_state import ClientStateError
     from fedfit.config import ConfigError
     from fedfit.data import DataError
     from fedfit.preflight import ResourceError
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError, BackboneError, ResourceError, RunExistsError, RunFormatError,
+    except (ConfigError, DataError, BackboneError, ResourceError, RunExistsError, RunFormatError, ClientStateError,
             FileNotFoundError) as e:
         print(f"fedfit: error: {e}", file=sys.stderr)
         return 2
