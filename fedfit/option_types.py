@@ -97,3 +97,4 @@ class Options(TypedDict):
     out_dir: str
     tracker: str
     tracker_group: str
+    resume: bool

@@ -125,6 +125,30 @@ def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = F
                              f"again with --overwrite (or choose another name=)")
 
 
+_FOLDER_KEYS = ("out_dir", "name", "resume")  # where the run folder is (it may have moved), and resuming itself
+
+
+def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
+    """Resuming ``run_dir`` with ``cfg``: RunExistsError naming the first option that differs from the one the
+    run was started with (its config.json; options it does not record are not compared)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return  # nothing was written yet: the run starts from round 0
+    except (OSError, ValueError) as e:
+        raise RunFormatError(f"{path}: unreadable ({e}); start the run again with --overwrite") from None
+    from fedfit.config import defaults
+
+    for key in defaults():
+        if key in _FOLDER_KEYS or key not in saved:
+            continue
+        now = json.loads(json.dumps(cfg.get(key), default=str))
+        if now != saved[key]:
+            raise RunExistsError(f"{run_dir} was started with {key} = {saved[key]!r}, not {now!r}: a resumed run keeps "
+                                 f"its options (give the same ones, or start it again with --overwrite)")
+
+
 class RunWriter:
     """Writes ``RUN/``: config.json once, one round line at a time (appended and fsynced), the final
     state and summary at the end (atomically). ``resume_after=R`` keeps the lines of rounds <= R (a

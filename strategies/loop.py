@@ -46,7 +46,7 @@ from fedfit.config import run_name, training_rounds
 from fedfit.global_head import ClassLimits, needs_scatter
 from fedfit.methods import method_of
 from fedfit.preflight import RunSetup, prepare
-from fedfit.results import RoundRecord, RunWriter, check_run_dir
+from fedfit.results import RoundRecord, RunWriter, check_run_dir, check_same_options
 from fedfit.saveable import Saveable
 from strategies import checkpoint
 from strategies.aggregation import Aggregator
@@ -72,9 +72,12 @@ class Federation:
     def __init__(self, grid, cfg: dict[str, Any], setup: RunSetup | None = None,
                  progress: Callable[[str], None] = print, resume: bool = False, overwrite: bool = False,
                  callbacks: Sequence[Callback] = ()):
+        resume = resume or bool(cfg.get("resume"))
         self.cfg, self.progress, self.resume, self.overwrite = cfg, progress, resume, overwrite
         self.run_dir = Path(cfg["out_dir"]) / run_name(cfg)
         check_run_dir(self.run_dir, resume, overwrite)
+        if resume:
+            check_same_options(self.run_dir, cfg)
         self.setup = setup or prepare({**cfg, "device": "cpu"})  # the server holds no GPU for the run
         self.layout = self.setup.layout
         self.method = method_of(cfg)

@@ -123,6 +123,21 @@ def test_resume_refuses_changed_options(tmp_path, extra):
     assert p.returncode == 2 and "--resume continues a run with its own options" in p.stderr
 
 
+def test_resume_as_an_option_keeps_the_runs_options(tmp_path):
+    """``resume = true`` (how a deployed run goes on after its SuperLink restarts): the run folder's own options
+    or a refusal naming the first that differs; where the folder is, and options it never recorded, are not
+    compared."""
+    from fedfit.config import load_config
+    from fedfit.results import RunExistsError, check_same_options
+
+    cfg = load_config(overrides={"dataset": "digits", "out_dir": str(tmp_path), "name": "r"})
+    RunWriter(tmp_path / "r", {k: v for k, v in cfg.items() if k != "max_reply_mb"}).write(RoundRecord(round=0))
+    check_same_options(tmp_path / "r", {**cfg, "resume": True, "out_dir": "/elsewhere", "max_reply_mb": 5.0})
+    with pytest.raises(RunExistsError, match=r"was started with lr = 0.0015, not 0.003: a resumed run keeps"):
+        check_same_options(tmp_path / "r", {**cfg, "lr": 0.003})
+    check_same_options(tmp_path / "new", cfg)  # nothing written yet: nothing to compare
+
+
 @pytest.mark.parametrize("damage", ["checkpoint", "line"])
 def test_resume_over_a_broken_checkpoint_or_results_line_is_one_line_exit_2(tmp_path, whole, damage):
     """A truncated checkpoint.pkl, or a complete rounds.jsonl line that is not JSON: --resume stops

@@ -24,10 +24,28 @@ if [ -n "${{FEDFIT_VENV:-}}" ]; then . "$FEDFIT_VENV/bin/activate"; fi
 
 
 _WARM = """# The warm worker: keeps torch and the model loaded; the ClientApps Flower starts for each message
-# forward to it over a private Unix socket (FEDFIT_WARM_SOCKET), and it exits with this SuperNode.
+# forward to it over a private Unix socket (FEDFIT_WARM_SOCKET), and it exits with this script.
 WARM_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fedfit-warm.XXXXXX")"
 export FEDFIT_WARM_SOCKET="$WARM_DIR/worker.sock"
 fedfit warm-worker --socket "$FEDFIT_WARM_SOCKET" --parent-pid $$ --remove-dir &
+"""
+
+
+_SUPERNODE = """# Flower refuses a SuperNode while the SuperLink still counts the previous session of its key as online, or
+# cannot be reached (Flower's exit code 305, exit status 1: after a crash, or while the SuperLink restarts):
+# start it again until it is let in. It stops for good when it ends cleanly or is stopped.
+SN_PID=""
+stop() {{ if [ -n "$SN_PID" ]; then kill -TERM "$SN_PID" 2>/dev/null || true; wait "$SN_PID" || true; fi; exit 143; }}
+trap stop TERM INT
+while true; do
+  {command} &
+  SN_PID=$!
+  rc=0; wait "$SN_PID" || rc=$?
+  SN_PID=""
+  if [ "$rc" != 1 ]; then exit "$rc"; fi
+  echo "fedfit: flower-supernode stopped with an error (above); starting it again in 10 s" >&2
+  sleep 10
+done
 """
 
 
@@ -128,7 +146,7 @@ def init_deployment(out: str | Path, superlink_host: str, nodes: int, *, names: 
             pub.unlink()  # the SuperNode's machine only needs its private key
             pubs.append(f"keys/{node.name}.pub")
         _script(d / "start.sh", f"SuperNode {node.index} (partition-id {node.index}): run it on its client machine.",
-                (_WARM if warm else "") + "exec " + shlex.join(plan.supernode_command(node)) + "\n")
+                (_WARM if warm else "") + _SUPERNODE.format(command=shlex.join(plan.supernode_command(node))))
         node_dirs.append(d)
 
     connect_body = ("# Adds the SuperLink connection to the flwr CLI's config ($FLWR_HOME/config.toml, default ~/.flwr).\n"

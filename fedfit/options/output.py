@@ -13,4 +13,8 @@ OPTIONS = (
            choices=("none", "tensorboard", "mlflow", "wandb")),
     Option("tracker_group", "",
            "the tracker's group / experiment (\"\": none; a sweep sets SWEEP/GROUP)"),
+    Option("resume", False,
+           "continue the run folder (out_dir/name) after its last checkpointed round, with the options it was "
+           "started with (a different option is refused): how a deployed run (flwr run) goes on after its "
+           "SuperLink restarts; fedfit simulate: --resume RUN_DIR"),
 )
