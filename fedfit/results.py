@@ -125,12 +125,21 @@ def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = F
                              f"again with --overwrite (or choose another name=)")
 
 
-_FOLDER_KEYS = ("out_dir", "name", "resume")  # where the run folder is (it may have moved), and resuming itself
+def _free_on_resume() -> set[str]:
+    """Options a resumed run may change: where the run folder is (it may have moved), where and how its
+    clients run (engine group, but ``precision``, which changes the numbers on a GPU) and where its
+    output goes."""
+    from fedfit import options
+
+    groups = options.groups()
+    return ({"name"} | {o.name for o in groups["engine"][1] if o.name != "precision"}
+            | {o.name for o in groups["output"][1]})
 
 
 def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
     """Resuming ``run_dir`` with ``cfg``: RunExistsError naming the first option that differs from the one the
-    run was started with (its config.json; options it does not record are not compared)."""
+    run was started with (its config.json; options it does not record, and ``_free_on_resume``, are not
+    compared)."""
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -140,8 +149,9 @@ def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
         raise RunFormatError(f"{path}: unreadable ({e}); start the run again with --overwrite") from None
     from fedfit.config import defaults
 
+    free = _free_on_resume()
     for key in defaults():
-        if key in _FOLDER_KEYS or key not in saved:
+        if key in free or key not in saved:
             continue
         now = json.loads(json.dumps(cfg.get(key), default=str))
         if now != saved[key]:

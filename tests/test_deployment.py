@@ -428,7 +428,7 @@ def test_a_killed_supernode_and_a_killed_superlink_the_run_still_finishes_every_
     n, last = int(os.environ.get("FEDFIT_SOAK_NODES", 4)), int(os.environ.get("FEDFIT_SOAK_ROUNDS", 3))
     superlink_round = max(2, last // 2)
     port = _free_port()
-    run_config = {**RUN_CONFIG, "num_clients": n, "clients_per_round": n, "rounds": last, "timeout_s": 45,
+    run_config = {**RUN_CONFIG, "num_clients": n, "clients_per_round": n, "rounds": last, "timeout_s": 20,
                   "out_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache-server")}
     b = init_deployment(tmp_path / "deploy", "127.0.0.1", n, port=port, node_ports=[_free_port() for _ in range(n)],
                         same_host=True, node_config={"cache-dir": str(tmp_path / "cache-node{i}")},

@@ -125,16 +125,19 @@ def test_resume_refuses_changed_options(tmp_path, extra):
 
 def test_resume_as_an_option_keeps_the_runs_options(tmp_path):
     """``resume = true`` (how a deployed run goes on after its SuperLink restarts): the run folder's own options
-    or a refusal naming the first that differs; where the folder is, and options it never recorded, are not
-    compared."""
+    or a refusal naming the first that differs; where the folder is, where and how the clients run, the
+    output and options it never recorded are not compared."""
     from fedfit.config import load_config
     from fedfit.results import RunExistsError, check_same_options
 
     cfg = load_config(overrides={"dataset": "digits", "out_dir": str(tmp_path), "name": "r"})
     RunWriter(tmp_path / "r", {k: v for k, v in cfg.items() if k != "max_reply_mb"}).write(RoundRecord(round=0))
-    check_same_options(tmp_path / "r", {**cfg, "resume": True, "out_dir": "/elsewhere", "max_reply_mb": 5.0})
+    check_same_options(tmp_path / "r", {**cfg, "resume": True, "out_dir": "/elsewhere", "max_reply_mb": 5.0,
+                                        "timeout_s": 9, "engine": "inline", "tracker": "tensorboard"})
     with pytest.raises(RunExistsError, match=r"was started with lr = 0.0015, not 0.003: a resumed run keeps"):
         check_same_options(tmp_path / "r", {**cfg, "lr": 0.003})
+    with pytest.raises(RunExistsError, match=r"precision"):
+        check_same_options(tmp_path / "r", {**cfg, "precision": "fp32" if cfg["precision"] != "fp32" else "auto"})
     check_same_options(tmp_path / "new", cfg)  # nothing written yet: nothing to compare
 
 

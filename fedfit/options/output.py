@@ -14,7 +14,8 @@ OPTIONS = (
     Option("tracker_group", "",
            "the tracker's group / experiment (\"\": none; a sweep sets SWEEP/GROUP)"),
     Option("resume", False,
-           "continue the run folder (out_dir/name) after its last checkpointed round, with the options it was "
-           "started with (a different option is refused): how a deployed run (flwr run) goes on after its "
-           "SuperLink restarts; fedfit simulate: --resume RUN_DIR"),
+           "continue the run folder (out_dir/name) after its last checkpointed round, with the options it "
+           "was started with (a different one is refused, but for where and how its clients run and its "
+           "output): how a deployed run (flwr run) goes on after its SuperLink restarts; fedfit simulate: "
+           "--resume RUN_DIR"),
 )
