@@ -416,9 +416,11 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
 
 @needs_flower_bins
 @pytest.mark.slow
+@pytest.mark.soak
 def test_a_killed_supernode_and_a_killed_superlink_the_run_still_finishes_every_round_once(cluster, tmp_path):
-    """The short soak: 4 SuperNodes with warm workers, TLS and node auth, the SuperLink on its SQLite
-    database, 3 rounds (``experiments/soak.sh`` runs it with more: FEDFIT_SOAK_NODES, FEDFIT_SOAK_ROUNDS).
+    """The short soak (``pytest -m soak``: about 2.5 minutes, so left out of the default run; ``experiments/
+    soak.sh`` runs it, larger with FEDFIT_SOAK_NODES, FEDFIT_SOAK_ROUNDS): 4 SuperNodes with warm workers, TLS
+    and node auth, the SuperLink on its SQLite database, 3 rounds.
     After every round but the last a SuperNode is killed (SIGKILL, its worker with it) and started again;
     after round max(2, rounds // 2) the SuperLink itself instead. Flower 1.42 marks a run whose SuperLink died
     ``finished:failed`` (its ServerApp process dies with it), so the operator starts it again with
