@@ -64,6 +64,22 @@ def test_sweep_resumes_and_aggregates_over_seeds(tmp_path):
     assert seeded[0].endswith("| epsilon: add/remove one, no amplification |") and seeded[2].endswith("| 11.1 |")
 
 
+def test_a_finished_run_made_with_other_options_is_said_so_when_skipped(tmp_path):
+    """A run whose options the experiment file no longer gives (edited, or a default changed) is not
+    silently taken for the run the file describes: its skip line says which option differs."""
+    f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nmethod = ["fit"]\nseed = [0]\n')
+    _, cfgs = load_sweep(f)
+    run_sweep(cfgs, lambda c: _fake_run({**c, "lr": 0.003}, 0.6), progress=lambda s: None)
+    lines = []
+    run_sweep(cfgs, lambda c: None, progress=lines.append)
+    assert lines == ["[1/1] method=fit_seed=0: done before, skipped - BUT was started with lr = 0.003, not 0.0015 "
+                     "as the sweep now says: its results are the old ones (move its folder away to run it again)"]
+    _fake_run(cfgs[0], 0.6)  # made with the sweep's own options: skipped without a word more
+    lines.clear()
+    run_sweep(cfgs, lambda c: None, progress=lines.append)
+    assert lines == ["[1/1] method=fit_seed=0: done before, skipped"]
+
+
 def test_a_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
     f = _write(tmp_path, f'[base]\nout_dir = "{tmp_path}"\n[grid]\nseed = [0, 1, 2]\n')
     _, cfgs = load_sweep(f)

@@ -26,7 +26,8 @@ An experiment file (``experiments/NAME.toml``)::
                                 # accuracy first reaches this fraction (fedfit.clock), and its figure
 
 Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists is not run
-again, so an interrupted sweep resumes where it stopped. ``aggregate`` groups runs that differ only
+again, so an interrupted sweep resumes where it stopped (its line says so when it was made with an option
+other than the file now gives it). ``aggregate`` groups runs that differ only
 by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
 pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round;
 ``target_table`` times each group to a target accuracy on the simulated clock.
@@ -148,6 +149,19 @@ def is_done(cfg: dict[str, Any]) -> bool:
     return (run_dir(cfg) / "summary.json").is_file()
 
 
+def _made_otherwise(cfg: dict[str, Any]) -> str:
+    """"" or, when a finished run was made with an option other than the sweep gives it now (its file was
+    edited, or a default changed), what differs: its results stay in the tables as they were made."""
+    from fedfit.results import RunExistsError, RunFormatError, check_same_options
+
+    try:
+        check_same_options(run_dir(cfg), cfg)
+    except (RunExistsError, RunFormatError) as e:
+        return (f" - BUT {str(e).split(': a resumed run', 1)[0].split(str(run_dir(cfg)) + ' ', 1)[-1]} as the sweep "
+                f"now says: its results are the old ones (move its folder away to run it again)")
+    return ""
+
+
 def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
               progress: Callable[[str], None] = print) -> list[str]:
     """Run every config not done yet (in order). A run that fails is reported in one line and the
@@ -162,7 +176,7 @@ def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], 
     with live.bar("sweep: runs", total=len(configs), completed=len(configs) - len(todo)) as row:
         for i, cfg in enumerate(configs, 1):
             if is_done(cfg):
-                progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped")
+                progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped{_made_otherwise(cfg)}")
                 continue
             left = len(todo) - ran  # this run and those after it that were not done before
             eta = f" (eta {live.duration(spent / ran * left)} for {left} left)" if ran else ""
