@@ -136,15 +136,15 @@ def _free_on_resume() -> set[str]:
             | {o.name for o in groups["output"][1]})
 
 
-def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
-    """Resuming ``run_dir`` with ``cfg``: RunExistsError naming the first option that differs from the one the
-    run was started with (its config.json; options it does not record, and ``_free_on_resume``, are not
-    compared)."""
+def option_changed(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first option whose value in ``cfg`` differs from the one ``run_dir`` was made with (its
+    config.json), as (key, saved, now); None when none does or nothing was written yet. Options it does not
+    record, and ``_free_on_resume``, are not compared; an unreadable config.json is a RunFormatError."""
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return  # nothing was written yet: the run starts from round 0
+        return None
     except (OSError, ValueError) as e:
         raise RunFormatError(f"{path}: unreadable ({e}); start the run again with --overwrite") from None
     from fedfit.config import defaults
@@ -155,8 +155,18 @@ def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
             continue
         now = json.loads(json.dumps(cfg.get(key), default=str))
         if now != saved[key]:
-            raise RunExistsError(f"{run_dir} was started with {key} = {saved[key]!r}, not {now!r}: a resumed run keeps "
-                                 f"its options (give the same ones, or start it again with --overwrite)")
+            return key, saved[key], now
+    return None
+
+
+def check_same_options(run_dir: str | Path, cfg: dict[str, Any]) -> None:
+    """Resuming ``run_dir`` with ``cfg``: RunExistsError naming the first option that differs from the one the
+    run was started with (``option_changed``)."""
+    changed = option_changed(run_dir, cfg)
+    if changed is not None:
+        key, saved, now = changed
+        raise RunExistsError(f"{run_dir} was started with {key} = {saved!r}, not {now!r}: a resumed run keeps "
+                             f"its options (give the same ones, or start it again with --overwrite)")
 
 
 class RunWriter:

@@ -152,14 +152,17 @@ def is_done(cfg: dict[str, Any]) -> bool:
 def _made_otherwise(cfg: dict[str, Any]) -> str:
     """"" or, when a finished run was made with an option other than the sweep gives it now (its file was
     edited, or a default changed), what differs: its results stay in the tables as they were made."""
-    from fedfit.results import RunExistsError, RunFormatError, check_same_options
+    from fedfit.results import RunFormatError, option_changed
 
     try:
-        check_same_options(run_dir(cfg), cfg)
-    except (RunExistsError, RunFormatError) as e:
-        return (f" - BUT {str(e).split(': a resumed run', 1)[0].split(str(run_dir(cfg)) + ' ', 1)[-1]} as the sweep "
-                f"now says: its results are the old ones (move its folder away to run it again)")
-    return ""
+        changed = option_changed(run_dir(cfg), cfg)
+    except RunFormatError as e:
+        return f" - BUT {e}"
+    if changed is None:
+        return ""
+    key, saved, now = changed
+    return (f" - BUT was started with {key} = {saved!r}, not {now!r} as the sweep now says: its results are the old "
+            f"ones (move its folder away to run it again)")
 
 
 def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
