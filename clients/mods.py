@@ -4,7 +4,8 @@
   the server counts it and goes on; Flower logs no traceback per client. A CUDA error (or CUDA out of
   memory) is marked ``wire.FATAL``: fedfit's actor pool then replaces the process that served it.
 * ``fault_mod`` (``make_fault_mod``): simulated dropouts (an error reply marked ``wire.INJECTED``) and
-  stragglers (a sleep), seeded (``fedfit.faults``); training messages only.
+  stragglers (a sleep), seeded (``fedfit.faults``), training messages only; replayed failures
+  (``replay_failures``) in training and evaluation.
 * ``poison_mod`` (``make_poison_mod``): a hostile client (``fedfit.faults.hostile_clients``) replaces
   its update on the wire: it decodes its own encoded reply, poisons the update and encodes it again
   (``nan``: writes non-finite values into the encoded arrays, which no codec would encode).
@@ -50,10 +51,17 @@ def _round_and_partition(msg: Message, context: Context) -> tuple[int, int]:
 def make_fault_mod(config_of: Callable[[Context], dict[str, Any]]):
     """Simulated dropouts and stragglers of the run whose options ``config_of(context)`` returns."""
     def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
+        if msg.metadata.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
             return call_next(msg, context)
         cfg = config_of(context)
         server_round, pid = _round_and_partition(msg, context)
+        if cfg["replay_failures"]:
+            phase = str(wire.config_of(msg).get(wire.PHASE, msg.metadata.message_type))
+            if (server_round, phase, pid) in faults.replayed_failures(cfg):
+                return error_reply(msg, f"replayed failure of round {server_round} ({phase}) of "
+                                        f"{cfg['replay_failures']}", wire.INJECTED)
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
         drop, delay = faults.fault_draw(cfg, server_round, pid)
         if drop:
             return error_reply(msg, f"simulated dropout (dropout = {cfg['dropout']:g})", wire.INJECTED)

@@ -214,6 +214,14 @@ def validate(cfg: Options) -> None:
     from fedfit.faults import ATTACKS
 
     choose("poison", list(ATTACKS))
+    if cfg["replay_failures"]:
+        from fedfit.faults import replayed_failures
+        from fedfit.results import RunFormatError
+
+        try:
+            replayed_failures(cfg)
+        except (ValueError, RunFormatError, OSError) as e:
+            raise ConfigError(f"{e}; give the folder of a run that has rounds") from None
     if cfg["dp"] != "none":
         need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
         need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")

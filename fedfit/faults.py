@@ -5,6 +5,9 @@ client's dropout and delay under DP's secret sampling (``fedfit.seeding.secret``
   reply is an error marked as injected, so it is counted apart from real failures);
 * stragglers: with probability ``straggler`` a client sleeps ``straggler_delay_s`` seconds first (past
   ``timeout_s`` it counts as a timeout);
+* replayed failures: with ``replay_failures = RUN_DIR`` every (round, phase, partition id) that failed in
+  that run's rounds.jsonl (a deployment's timeouts, errors, absences) fails here the same way as a dropout,
+  in training and evaluation alike;
 * poisoning: a fixed, seeded ``poison_fraction`` of the training clients is hostile for the whole run
   and sends, instead of its update u = new - received:
   ``scale``: poison_scale * u; ``signflip``: -u; ``noise``: Gaussian noise of poison_scale times the
@@ -12,6 +15,8 @@ client's dropout and delay under DP's secret sampling (``fedfit.seeding.secret``
 """
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,25 @@ def fault_draw(cfg: dict[str, Any], server_round: int, partition_id: int) -> tup
                                                                                partition_id)
     u_drop, u_slow = rng.random(2)
     return bool(u_drop < cfg["dropout"]), float(cfg["straggler_delay_s"]) if u_slow < cfg["straggler"] else 0.0
+
+
+def replayed_failures(cfg: dict[str, Any]) -> frozenset[tuple[int, str, int]]:
+    """(round, phase, partition id) of every client failure recorded in ``cfg["replay_failures"]``'s
+    rounds.jsonl ("train" / "evaluate" / ...: the phase as recorded); empty without one. ValueError when the
+    folder holds no rounds."""
+    path = cfg.get("replay_failures", "")
+    return _failures_in(str(Path(path).resolve())) if path else frozenset()
+
+
+@functools.lru_cache(maxsize=4)
+def _failures_in(run_dir: str) -> frozenset[tuple[int, str, int]]:
+    from fedfit.results import read_rounds
+
+    rows = read_rounds(run_dir, tolerate_torn_tail=True)
+    if not rows:
+        raise ValueError(f"replay_failures = {run_dir}: no rounds.jsonl with a round there")
+    return frozenset((int(r["round"]), str(f["phase"]), int(f["client"])) for r in rows
+                     for f in r.get("failures") or () if isinstance(f.get("client"), int) and f["client"] >= 0)
 
 
 def poisoned_update(cfg: dict[str, Any], update: np.ndarray, server_round: int, partition_id: int) -> np.ndarray:

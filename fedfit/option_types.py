@@ -71,6 +71,7 @@ class Options(TypedDict):
     dropout: float
     straggler: float
     straggler_delay_s: float
+    replay_failures: str
     poison_fraction: float
     poison: str
     poison_scale: float

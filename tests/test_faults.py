@@ -58,6 +58,38 @@ def test_simulated_dropouts_and_stragglers_are_seeded_and_counted_apart(tmp_path
     assert s1["failures"] == s2["failures"] == 0 and s1["injected"] > 0
 
 
+def test_a_runs_failures_replayed_in_training_and_evaluation(tmp_path):
+    """``replay_failures``: the clients that failed in a round of another run (a deployment's kills) fail here in
+    the same round and phase; replaying a run's own dropouts gives its results again."""
+    from strategies.simulate import simulate
+
+    from fedfit.config import ConfigError
+
+    opts = {**BASE, "num_clients": 4, "clients_per_round": 4, "rounds": 2, "engine": "inline", "out_dir": str(tmp_path),
+            "local_steps": 1}
+    simulate(load_config(overrides={**opts, "name": "src", "dropout": 0.5}))
+    simulate(load_config(overrides={**opts, "name": "replay", "replay_failures": str(tmp_path / "src")}))
+    src, rep = _rounds(tmp_path / "src"), _rounds(tmp_path / "replay")
+
+    def failed(rows):
+        return [sorted((f["phase"], f["client"]) for f in r["failures"]) for r in rows]
+
+    assert failed(rep) == failed(src) and sum(map(len, failed(src))) > 0
+    assert [r["acc_mean"] for r in rep] == [r["acc_mean"] for r in src]
+    assert all("replayed failure of round" in f["reason"] for r in rep for f in r["failures"])
+    # a deployment's evaluation failure (a killed node's timeout) fails the same client's evaluation here
+    (tmp_path / "dep").mkdir()
+    rows = [{"round": 0, "failures": []},
+            {"round": 1, "failures": [{"client": 2, "phase": "evaluate", "kind": "timeout", "reason": "no reply"},
+                                      {"client": -1, "phase": "train", "kind": "skipped", "reason": "x"}]}]
+    (tmp_path / "dep" / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    simulate(load_config(overrides={**opts, "name": "dep-sim", "replay_failures": str(tmp_path / "dep")}))
+    sim = _rounds(tmp_path / "dep-sim")
+    assert failed(sim) == [[], [("evaluate", 2)], []] and sim[1]["eval_clients"] == 3 and sim[2]["eval_clients"] == 4
+    with pytest.raises(ConfigError, match="replay_failures = .*no rounds.jsonl"):
+        load_config(overrides={**opts, "replay_failures": str(tmp_path / "nothing")})
+
+
 def test_hostile_clients_are_a_seeded_fraction():
     cfg = load_config(overrides={"num_clients": 20, "poison_fraction": 0.2})
     h = hostile_clients(cfg)
