@@ -44,6 +44,9 @@ class RoundRecord:
     eval_bytes_down_wire: int = 0     # evaluation traffic (measurement, not learning), this round
     eval_bytes_up_wire: int = 0
     setup_bytes_wire: int = 0         # the "hello" exchange (which node holds which partition)
+    resume_bytes_wire: int = 0        # what resuming cost before this round (the first a resumed run records):
+                                      # the interrupted attempt's messages of rounds it never recorded (metered
+                                      # as sent, none lost) and the resumed run's hello
     rejected: int = 0                 # replies dropped by validation (malformed or hostile)
     failed: int = 0                   # client messages without a usable reply (errors, timeouts, absent, rejected)
     acc_mean: float | None = None     # personalized accuracy across evaluated clients

@@ -55,7 +55,7 @@ from strategies.codec_layer import CodecGrid
 from strategies.evaluation import Evaluation
 from strategies.exchange import Ahead, Exchanges, FederationError
 from strategies.global_state import GlobalState
-from strategies.metering import Meter, MeteredGrid
+from strategies.metering import Meter, MeteredGrid, journal_bytes
 from strategies.nodes import NodeDirectory
 from strategies.round_log import COUNTED, RoundLog, personal_state
 from strategies.run_header import announce, announce_missing, config_record
@@ -64,6 +64,8 @@ from strategies.traffic import Traffic
 from strategies.training import Training
 
 __all__ = ["COUNTED", "Federation", "FederationError", "run_federation"]
+
+PENDING_TRAFFIC = "pending_traffic.jsonl"  # the meter's journal in the run folder (strategies.metering.Meter)
 
 
 class Federation:
@@ -91,7 +93,7 @@ class Federation:
         self.callbacks: list[Callback] = [*own, *callbacks]
         for cb in self.callbacks:
             grid = cb.wrap_grid(grid)
-        self.meter = Meter()
+        self.meter = Meter(journal=self.run_dir / PENDING_TRAFFIC)
         self.metered = MeteredGrid(grid, self.meter)
         codec = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"], self.layout.fingerprint,
                           self.layout.size, feature_dim=self.setup.feature_dim,
@@ -158,6 +160,8 @@ class Federation:
         cfg = self.cfg
         rounds = training_rounds(cfg)
         announce(self.progress, cfg, self.setup, self.method, self.run_dir, done, self.secret)
+        lost = journal_bytes(self.meter.journal) if done is not None else 0  # an interrupted attempt's messages
+        self.meter.journal.unlink(missing_ok=True)
         t_start = time.perf_counter()
         self.directory.discover(self.metered, timeout=cfg["timeout_s"])
         if not self.directory.by_partition:
@@ -166,6 +170,7 @@ class Federation:
                                   f"({reasons})")
         announce_missing(self.progress, cfg, self.setup, self.directory)
         resume_setup = self.traffic.setup_bytes() if done is not None else 0  # the resume's cost, not its round's
+        self._resume_bytes = lost + resume_setup  # recorded with the first round this run records
         ahead: Ahead | None = None  # this round's training, already sent with the last round's evaluation
         for server_round in range(0 if done is None else done + 1, rounds + 1):
             record, ahead = self._round(server_round, rounds, ahead)
@@ -182,6 +187,7 @@ class Federation:
                    "first_failure": counted[0] if counted else None, "injected": len(failures) - len(counted),
                    "resumed_after": done, "shared_parameters": self.layout.size,
                    "personal_parameters": self.personal.numbers, "resume_setup_bytes_wire": resume_setup,
+                   "resume_lost_bytes_wire": lost,
                    "sim_total_s": self.clock.now if self.clock else None,
                    "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
         self.writer.save_state(self.layout.unpack(self.model.flat, copy=True))
@@ -222,11 +228,12 @@ class Federation:
         ahead = self.training.plan_ahead(server_round + 1) if due and server_round < rounds else None
         ev = self.evaluation.run(server_round, rnd, ahead) if due else {}
         traffic = self.traffic.round(server_round, rnd, upload)
+        resumed, self._resume_bytes = self._resume_bytes, 0
         # secret sampling: a round's simulated time is its slowest kept client's, whose seeded device
         # would name it; only the run's total goes out (summary.json)
         timed = self.clock is not None and not self.secret
         record = RoundRecord(
-            round=server_round, clients=clients, **traffic, train_loss=loss, update_norm=moved, **rnd.counts(),
+            round=server_round, clients=clients, **traffic, resume_bytes_wire=resumed, train_loss=loss, update_norm=moved, **rnd.counts(),
             **self.aggregator.epsilons(), seconds=time.perf_counter() - t0,
             sim_seconds=rnd.clock.get("sim_seconds", 0.0) if timed else None,
             sim_total_s=self.clock.now if timed else None, online=rnd.clock.get("online"),

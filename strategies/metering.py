@@ -10,9 +10,11 @@ difference shows Flower's framing (npy headers, ids, JSON metadata).
 """
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
@@ -22,6 +24,7 @@ from flwr.proto.message_pb2 import ObjectTree
 from flwr.supercore.inflatable.inflatable_object import (get_all_nested_objects, get_object_tree,
                                                         no_object_id_recompute)
 
+from fedfit import atomic
 from fedfit.wire import ROUND
 
 
@@ -74,10 +77,16 @@ class Transfer:
 @dataclass
 class Meter:
     """Accumulates ``Transfer``s; ``take()`` returns and clears them (one round at a time). ``round``: the
-    round a message without a "server-round" in its config is counted in (the loop sets it)."""
+    round a message without a "server-round" in its config is counted in (the loop sets it).
+
+    ``journal``: a file that holds the transfers not yet taken (one JSON line each, appended as metered; the
+    file rewritten by ``take``), so that what a run sent for a round it never recorded (killed mid-round)
+    is still known when it resumes (``journal_bytes``). Appends are flushed, not fsynced: a killed process
+    loses none, a machine that loses power may lose the last ones."""
 
     transfers: list[Transfer] = field(default_factory=list)
     round: int = 0
+    journal: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, direction: str, msg: Message, kind: str, shared: dict | None = None,
@@ -87,6 +96,9 @@ class Meter:
                      self.round if server_round is None else server_round)
         with self._lock:
             self.transfers.append(t)
+            if self.journal is not None:
+                with open(self.journal, "a", encoding="utf-8") as f:
+                    f.write(_journal_line(t))
         return t
 
     def peek(self) -> list[Transfer]:
@@ -103,7 +115,26 @@ class Meter:
             else:
                 out = [t for t in self.transfers if t.round <= upto]
                 self.transfers = [t for t in self.transfers if t.round > upto]
+            if self.journal is not None and (out or self.journal.exists()):
+                atomic.write_bytes(self.journal, "".join(map(_journal_line, self.transfers)).encode())
         return out
+
+
+def _journal_line(t: Transfer) -> str:
+    return json.dumps([t.direction, t.kind, t.round, t.wire]) + "\n"
+
+
+def journal_bytes(path: Path) -> int:
+    """Wire bytes of the transfers in a meter's journal (0 without one; a torn last line is left out)."""
+    if not path.is_file():
+        return 0
+    n = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            n += int(json.loads(line)[3])
+        except (ValueError, IndexError, TypeError):
+            continue
+    return n
 
 
 def total(transfers: Iterable[Transfer], direction: str, field_: str = "wire", kinds: tuple[str, ...] | None = None) -> int:

@@ -12,7 +12,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # test on the shared Ray head and every test that runs a federation in process (marked where it is;
 # ``_whole_federations_are_slow`` fails one that is not). ``pytest -m "not slow"`` is the quick loop; CI
 # runs everything.
-SLOW_MODULES = {"test_deployment", "test_resume", "test_simulation", "test_faults", "test_bench", "test_gpu"}
+SLOW_MODULES = {"test_deployment", "test_soak", "test_resume", "test_simulation", "test_faults", "test_bench", "test_gpu"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -416,89 +416,6 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
 
 @needs_flower_bins
 @pytest.mark.slow
-@pytest.mark.soak
-def test_a_killed_supernode_and_a_killed_superlink_the_run_still_finishes_every_round_once(cluster, tmp_path):
-    """The short soak (``pytest -m soak``: about 2.5 minutes, so left out of the default run; ``experiments/
-    soak.sh`` runs it, larger with FEDFIT_SOAK_NODES, FEDFIT_SOAK_ROUNDS): 4 SuperNodes with warm workers, TLS
-    and node auth, the SuperLink on its SQLite database, 3 rounds.
-    After every round but the last a SuperNode is killed (SIGKILL, its worker with it) and started again;
-    after round max(2, rounds // 2) the SuperLink itself instead. Flower 1.42 marks a run whose SuperLink died
-    ``finished:failed`` (its ServerApp process dies with it), so the operator starts it again with
-    ``resume=true``: the run folder's checkpoint continues it. The run ends with every round in rounds.jsonl
-    once, every SuperNode back, and each failure counted with its reason."""
-    procs, _ = cluster
-    n, last = int(os.environ.get("FEDFIT_SOAK_NODES", 4)), int(os.environ.get("FEDFIT_SOAK_ROUNDS", 3))
-    superlink_round = max(2, last // 2)
-    port = _free_port()
-    run_config = {**RUN_CONFIG, "num_clients": n, "clients_per_round": n, "rounds": last, "timeout_s": 20,
-                  "out_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache-server")}
-    b = init_deployment(tmp_path / "deploy", "127.0.0.1", n, port=port, node_ports=[_free_port() for _ in range(n)],
-                        same_host=True, node_config={"cache-dir": str(tmp_path / "cache-node{i}")},
-                        run_config=run_config, app_dir=str(REPO), database=str(tmp_path / "superlink.db"))
-    names = ["superlink", "operator", *(f"node{i}" for i in range(n))]
-    env = {k: procs.env(FLWR_HOME=str(tmp_path / f"flwr-home-{k}"), FEDFIT_CACHE=str(tmp_path / f"cache-{k}"))
-           for k in names}
-
-    def start_superlink(name):
-        p = procs.start(name, ["bash", str(b.superlink / "start.sh")], b.superlink, env["superlink"])
-        _wait("the SuperLink's TLS port", lambda: _tls_ok("127.0.0.1", port, b.operator / "ca.crt"), 60, procs, {name: p})
-        return p
-
-    def start_node(i, name):
-        return procs.start(name, ["bash", str(b.supernodes[i] / "start.sh")], b.supernodes[i], env[f"node{i}"])
-
-    def kill(p):
-        os.killpg(p.pid, signal.SIGKILL)  # the process and everything it started (worker, ClientApps, ServerApp)
-        p.wait(timeout=30)
-
-    sl = start_superlink("superlink")
-    for script in ("connect.sh", "register.sh"):
-        p = subprocess.run(["bash", str(b.operator / script)], env=env["operator"], capture_output=True, text=True,
-                           timeout=120)
-        assert p.returncode == 0, p.stdout + p.stderr
-    nodes = [start_node(i, f"node{i}") for i in range(n)]
-    _wait("every SuperNode online", lambda: _nodes_online(env["operator"]) == n, 120, procs, {"superlink": sl}, poll=1.0)
-    rounds_file = tmp_path / "runs" / "deploy" / "rounds.jsonl"
-
-    def rounds_done():
-        return len(rounds_file.read_text().splitlines()) - 1 if rounds_file.exists() else -1
-
-    p = _flwr(b.plan.run_command(str(REPO), run_config), env["operator"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    first = _json_out(p.stdout)["run-id"]
-    node_kills = 0
-    for r in range(1, superlink_round):
-        _wait(f"round {r}", lambda: rounds_done() >= r, 600, procs, {"superlink": sl})
-        i = r % n
-        kill(nodes[i])
-        nodes[i] = start_node(i, f"node{i}-again{r}")
-        node_kills += 1
-    _wait(f"round {superlink_round}", lambda: rounds_done() >= superlink_round, 600, procs, {"superlink": sl})
-    kill(sl)
-    assert rounds_done() < last  # the run had not finished
-    sl = start_superlink("superlink-again")
-    info = wait_for_run(first, env=env["operator"], timeout=120, poll=2.0)
-    assert info["status"] == "finished:failed", info  # Flower does not continue a run whose SuperLink died
-    _wait("every SuperNode back", lambda: _nodes_online(env["operator"]) == n, 180, procs, {"superlink-again": sl},
-          poll=1.0)
-    p = _flwr(b.plan.run_command(str(REPO), {**run_config, "resume": True}), env["operator"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    info = wait_for_run(_json_out(p.stdout)["run-id"], env=env["operator"], timeout=600 + 150 * last, poll=2.0)
-    assert info["status"] == "finished:completed", (info, procs.log("superlink-again")[-3000:])
-    rounds = read_rounds(tmp_path / "runs" / "deploy")
-    assert [r["round"] for r in rounds] == list(range(last + 1))
-    assert all(f["reason"] for r in rounds for f in r.get("failures", []))
-    assert (tmp_path / "runs" / "deploy" / "summary.json").is_file()
-    by_kind = {}
-    for r in rounds:
-        for f in r.get("failures", []):
-            by_kind[f["kind"]] = by_kind.get(f["kind"], 0) + 1
-    print(f"\nsoak: {n} SuperNodes, {last} rounds, {node_kills} SuperNode kills, 1 SuperLink kill (after round "
-          f"{superlink_round}, resumed with resume=true); rounds {[r['round'] for r in rounds]}, clients per round "
-          f"{[r.get('clients') for r in rounds]}, failures by kind {by_kind}, accuracy "
-          f"{[round(r['acc_mean'], 3) for r in rounds]}")
-
-
 def _node_ids(env: dict[str, str]) -> list[int]:
     p = _flwr(["flwr", "supernode", "ls", deploy.CONNECTION, "--format", "json"], env)
     return [int(n["node-id"]) for n in _json_out(p.stdout)["nodes"] if n.get("status") == "online"]
@@ -662,6 +579,14 @@ def test_flower_traffic_record(tmp_path):
     rec = json.loads(record_flower_traffic(run, info).read_text())
     assert (rec["fedfit_up_wire_bytes"], rec["fedfit_down_wire_bytes"], rec["flower_total_bytes"]) == (120, 240, 363)
     assert rec["flower_over_fedfit"] == pytest.approx(363 / 360)
+    # a resumed run: its hello and resume bytes count, and Flower's figures of both of its Flower runs
+    rows[1].update(setup_bytes_wire=7, resume_bytes_wire=33)
+    (run / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = {"run-id": "6", "status": "finished:failed",
+             "network-traffic": {"inbound-bytes": 10, "outbound-bytes": 30, "total-bytes": 40}}
+    rec = json.loads(record_flower_traffic(run, [first, info]).read_text())
+    assert (rec["runs"], rec["flower_total_bytes"], rec["fedfit_total_wire_bytes"]) == (["6", "7"], 403, 400)
+    assert rec["flower_over_fedfit"] == pytest.approx(403 / 400)
 
 
 def test_cli_deploy_init_and_errors(tmp_path, capsys):

@@ -60,26 +60,36 @@ def wait_for_run(run_id: int | str, connection: str = CONNECTION, env: dict[str,
         time.sleep(poll)
 
 
-def record_flower_traffic(run_dir: str | Path, info: dict[str, Any]) -> Path:
+def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[dict[str, Any]]) -> Path:
     """Write Flower's own figure for the run into ``run_dir/flower_traffic.json`` beside fedfit's metering,
-    with fedfit's totals for comparison (Flower counts the Fleet messages the SuperLink exchanged with
-    SuperNodes for this run, training and evaluation together, plus protocol requests)."""
+    with fedfit's totals for comparison. Flower counts the Fleet messages the SuperLink exchanged with
+    SuperNodes for its run, training and evaluation together, plus protocol requests; fedfit's total is
+    every round's training, evaluation, hello and resume bytes. ``info``: ``run_info``'s entry, or the
+    entries of every Flower run a resumed run took (their figures are summed)."""
     run_dir = Path(run_dir)
-    traffic = info.get("network-traffic", {})
-    rec: dict[str, Any] = {"source": "flwr ls --format json", "run-id": info.get("run-id"),
-                           "status": info.get("status"), "flower_inbound_bytes": traffic.get("inbound-bytes"),
-                           "flower_outbound_bytes": traffic.get("outbound-bytes"),
-                           "flower_total_bytes": traffic.get("total-bytes"), "compute-time": info.get("compute-time"),
-                           "elapsed": info.get("elapsed")}
+    infos = [info] if isinstance(info, dict) else list(info)
+
+    def flower(key: str) -> int | None:
+        values = [i.get("network-traffic", {}).get(key) for i in infos]
+        return None if any(v is None for v in values) else sum(int(v) for v in values)
+
+    rec: dict[str, Any] = {"source": "flwr ls --format json", "run-id": infos[-1].get("run-id"),
+                           "runs": [i.get("run-id") for i in infos], "status": infos[-1].get("status"),
+                           "flower_inbound_bytes": flower("inbound-bytes"),
+                           "flower_outbound_bytes": flower("outbound-bytes"), "flower_total_bytes": flower("total-bytes"),
+                           "compute-time": infos[-1].get("compute-time"), "elapsed": infos[-1].get("elapsed")}
     if (run_dir / "rounds.jsonl").exists():
         from fedfit.results import read_rounds  # here, not at import: operator tooling loads no core module
 
         rows = read_rounds(run_dir)
         up = sum(r.get("bytes_up_wire", 0) + r.get("eval_bytes_up_wire", 0) for r in rows)
         down = sum(r.get("bytes_down_wire", 0) + r.get("eval_bytes_down_wire", 0) for r in rows)
-        rec.update(fedfit_up_wire_bytes=up, fedfit_down_wire_bytes=down, fedfit_total_wire_bytes=up + down)
+        other = sum(r.get("setup_bytes_wire", 0) + r.get("resume_bytes_wire", 0) for r in rows)
+        total = up + down + other
+        rec.update(fedfit_up_wire_bytes=up, fedfit_down_wire_bytes=down, fedfit_setup_resume_wire_bytes=other,
+                   fedfit_total_wire_bytes=total)
         if rec["flower_total_bytes"]:
-            rec["flower_over_fedfit"] = rec["flower_total_bytes"] / max(up + down, 1)
+            rec["flower_over_fedfit"] = rec["flower_total_bytes"] / max(total, 1)
     path = run_dir / "flower_traffic.json"
     path.write_text(json.dumps(rec, indent=2) + "\n")
     return path
