@@ -416,11 +416,6 @@ def test_superlink_and_two_supernodes_tls_auth_two_rounds(cluster, tmp_path):
 
 @needs_flower_bins
 @pytest.mark.slow
-def _node_ids(env: dict[str, str]) -> list[int]:
-    p = _flwr(["flwr", "supernode", "ls", deploy.CONNECTION, "--format", "json"], env)
-    return [int(n["node-id"]) for n in _json_out(p.stdout)["nodes"] if n.get("status") == "online"]
-
-
 def _layout(cfg: dict):
     from fedfit.config import load_config
     from fedfit.federated import initial_state
