@@ -211,17 +211,6 @@ def validate(cfg: Options) -> None:
     need(not (cfg["codec_up"].startswith("topk") and not cfg["delta"]),
          "codec_up = top-k sparsifies updates: set delta = true (a sparse copy of the whole state is useless)")
     need(not cfg["codec_down"].startswith("topk"), "codec_down cannot be top-k: clients need the whole state")
-    from fedfit.faults import ATTACKS
-
-    choose("poison", list(ATTACKS))
-    if cfg["replay_failures"]:
-        from fedfit.faults import replayed_failures
-        from fedfit.results import RunFormatError
-
-        try:
-            replayed_failures(cfg)
-        except (ValueError, RunFormatError, OSError) as e:
-            raise ConfigError(f"{e}; give the folder of a run that has rounds") from None
     if cfg["dp"] != "none":
         need(cfg["dp_noise"] > 0 and cfg["dp_clip"] > 0, "dp_noise and dp_clip must be > 0")
         need(0 <= cfg["dp_delta"] < 1, "dp_delta must be in [0, 1) (0 = 1 / num_clients)")

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from fedfit import seeding
+from fedfit.options import OPTIONS
 
-ATTACKS = ("scale", "signflip", "noise", "nan")
+ATTACKS = OPTIONS["poison"].choices  # ("scale", "signflip", "noise", "nan"), declared with the option
 
 
 def hostile_clients(cfg: dict[str, Any]) -> list[int]:

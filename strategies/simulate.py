@@ -83,11 +83,16 @@ def preflight(cfg: dict[str, Any], resume: bool = False, overwrite: bool = False
     # the server needs the layout and the initial state, not a GPU: it never holds one for the whole run
     setup = prepare({**cfg, "device": "cpu"})
     from fedfit.clock import ClockError, devices
+    from fedfit.faults import replayed_failures
 
     try:  # a device trace that cannot serve every partition stops here, not in round 1
         devices(cfg, setup.partitions)
     except ClockError as e:
         raise ConfigError(str(e)) from None
+    try:  # ... and a run folder without rounds to replay
+        replayed_failures(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{e}; give the folder of a run that has rounds") from None
     return setup
 
 

@@ -11,6 +11,7 @@ the end (TERM, wait, KILL), also when the test fails.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -256,9 +257,10 @@ def _user_flwr_config() -> bytes | None:
 
 
 # --------------------------------------------------------------------------- the fixture
-@pytest.fixture
-def cluster(tmp_path):
-    """Yields (processes, network or None); stops every marked process and removes the namespaces."""
+@contextlib.contextmanager
+def processes_and_network(tmp_path: Path, names: list[str]):
+    """Yields (processes, network of ``names`` or None where namespaces cannot be made); stops every marked
+    process and removes the namespaces."""
     token = secrets.token_hex(3)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -266,13 +268,19 @@ def cluster(tmp_path):
     net = None
     try:
         if netns_available():
-            net = Network(token, ["superlink", "node0", "node1", "rogue"])
+            net = Network(token, names)
         yield procs, net
     finally:
         left = procs.stop_all()
         if net is not None:
             net.destroy()
         assert not left, f"processes still running after SIGKILL: {left}"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with processes_and_network(tmp_path, ["superlink", "node0", "node1", "rogue"]) as both:
+        yield both
 
 
 @needs_flower_bins

@@ -86,8 +86,9 @@ def test_a_runs_failures_replayed_in_training_and_evaluation(tmp_path):
     simulate(load_config(overrides={**opts, "name": "dep-sim", "replay_failures": str(tmp_path / "dep")}))
     sim = _rounds(tmp_path / "dep-sim")
     assert failed(sim) == [[], [("evaluate", 2)], []] and sim[1]["eval_clients"] == 3 and sim[2]["eval_clients"] == 4
-    with pytest.raises(ConfigError, match="replay_failures = .*no rounds.jsonl"):
-        load_config(overrides={**opts, "replay_failures": str(tmp_path / "nothing")})
+    with pytest.raises(ConfigError, match="replay_failures = .*no rounds.jsonl"):  # before any work
+        simulate(load_config(overrides={**opts, "name": "none", "replay_failures": str(tmp_path / "nothing")}))
+    assert not (tmp_path / "none").exists()
 
 
 def test_hostile_clients_are_a_seeded_fraction():

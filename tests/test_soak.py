@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import threading
@@ -38,8 +37,8 @@ from fedfit.deploy import Node, create_node_key, init_deployment, record_flower_
 from fedfit.deploy.traffic import _json_out
 from fedfit.results import read_rounds
 from tests.proc_memory import Sampler
-from tests.test_deployment import (REPO, RUN_CONFIG, Network, Processes, _flwr, _free_port, _ip, _nodes_online,
-                                   _tls_ok, _wait, needs_flower_bins, netns_available)
+from tests.test_deployment import (REPO, RUN_CONFIG, _flwr, _free_port, _ip, _nodes_online, _tls_ok, _wait,
+                                   needs_flower_bins, processes_and_network)
 
 N = int(os.environ.get("FEDFIT_SOAK_NODES", 4))
 ROUNDS = int(os.environ.get("FEDFIT_SOAK_ROUNDS", 3))
@@ -51,20 +50,8 @@ NAMES = ["superlink", "rogue", *(f"node{i}" for i in range(N))]
 
 @pytest.fixture
 def soak_cluster(tmp_path):
-    token = secrets.token_hex(3)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(token, logs)
-    net = None
-    try:
-        if netns_available():
-            net = Network(token, NAMES)
-        yield procs, net
-    finally:
-        left = procs.stop_all()
-        if net is not None:
-            net.destroy()
-        assert not left, f"processes still running after SIGKILL: {left}"
+    with processes_and_network(tmp_path, NAMES) as both:
+        yield both
 
 
 def _unanswered_train(log: str) -> bool:

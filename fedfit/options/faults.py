@@ -18,7 +18,8 @@ OPTIONS = (
     Option("poison_fraction", 0.0,
            "fraction of the training clients that are hostile (the same ones all run)", ge=0, le=1),
     Option("poison", "scale",
-           "scale | signflip | noise | nan: what a hostile client sends instead of its update"),
+           "what a hostile client sends instead of its update (fedfit.faults)",
+           choices=("scale", "signflip", "noise", "nan")),
     Option("poison_scale", 100.0,
            "scale: update x this; noise: Gaussian of this x the update's std", gt=0),
 )
