@@ -19,3 +19,9 @@ def timeless(obj, wire: bool = True):
     if isinstance(obj, list):
         return [timeless(v, wire) for v in obj]
     return obj
+
+
+def unresumed(rows: list[dict]) -> list[dict]:
+    """Records without what resuming cost (``resume_bytes_wire``: an uninterrupted run has none), to compare a
+    resumed run with the uninterrupted one."""
+    return [{k: v for k, v in r.items() if k != "resume_bytes_wire"} for r in rows]

@@ -13,7 +13,7 @@ import pytest
 from fedfit.client_state import EVALUATE, TRAIN, ClientStateStore, version
 from fedfit.results import RoundRecord, RunWriter, holds_results
 from tests.runs import rounds as _rounds
-from tests.runs import timeless
+from tests.runs import timeless, unresumed
 from tests.tiny import TINY_ARGS
 
 FEDFIT = str(Path(sys.executable).with_name("fedfit"))
@@ -73,7 +73,7 @@ def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_p
     assert b[3]["resume_bytes_wire"] == summary["resume_lost_bytes_wire"] + summary["resume_setup_bytes_wire"]
     assert all(r["resume_bytes_wire"] == 0 for r in a + b[:3])
     assert not (run / "pending_traffic.jsonl").read_text()  # the journal: nothing in flight at the end
-    assert timeless(_unresumed(a)) == timeless(_unresumed(b))  # wire sizes included: reproduced to the byte
+    assert timeless(unresumed(a)) == timeless(unresumed(b))  # wire sizes included: reproduced to the byte
     x, y = np.load(whole / "final_state.npz"), np.load(run / "final_state.npz")
     assert sorted(x) == sorted(y) and all(np.array_equal(x[k], y[k]) for k in x)
 
@@ -86,12 +86,7 @@ def test_a_kill_at_any_moment_loses_at_most_the_round_in_flight(tmp_path, whole)
     assert (len(_rounds(run)) if holds_results(run) else 0) <= 4
     final = subprocess.run([FEDFIT, "simulate", "--resume", str(run)], capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
-    assert timeless(_unresumed(_rounds(run))) == timeless(_unresumed(_rounds(whole)))
-
-
-def _unresumed(rows: list[dict]) -> list[dict]:
-    """Rows without what resuming cost (``resume_bytes_wire``: the uninterrupted run has none)."""
-    return [{k: v for k, v in r.items() if k != "resume_bytes_wire"} for r in rows]
+    assert timeless(unresumed(_rounds(run))) == timeless(unresumed(_rounds(whole)))
 
 
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
