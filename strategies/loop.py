@@ -94,6 +94,7 @@ class Federation:
         for cb in self.callbacks:
             grid = cb.wrap_grid(grid)
         self.meter = Meter(journal=self.run_dir / PENDING_TRAFFIC)
+        self._resume_bytes = 0  # what resuming cost, until the first round this run records carries it
         self.metered = MeteredGrid(grid, self.meter)
         codec = CodecGrid(self.metered, cfg["codec_down"], cfg["codec_up"], cfg["delta"], self.layout.fingerprint,
                           self.layout.size, feature_dim=self.setup.feature_dim,
@@ -170,7 +171,7 @@ class Federation:
                                   f"({reasons})")
         announce_missing(self.progress, cfg, self.setup, self.directory)
         resume_setup = self.traffic.setup_bytes() if done is not None else 0  # the resume's cost, not its round's
-        self._resume_bytes = lost + resume_setup  # recorded with the first round this run records
+        self._resume_bytes = lost + resume_setup
         ahead: Ahead | None = None  # this round's training, already sent with the last round's evaluation
         for server_round in range(0 if done is None else done + 1, rounds + 1):
             record, ahead = self._round(server_round, rounds, ahead)
@@ -233,7 +234,8 @@ class Federation:
         # would name it; only the run's total goes out (summary.json)
         timed = self.clock is not None and not self.secret
         record = RoundRecord(
-            round=server_round, clients=clients, **traffic, resume_bytes_wire=resumed, train_loss=loss, update_norm=moved, **rnd.counts(),
+            round=server_round, clients=clients, **traffic, resume_bytes_wire=resumed, train_loss=loss,
+            update_norm=moved, **rnd.counts(),
             **self.aggregator.epsilons(), seconds=time.perf_counter() - t0,
             sim_seconds=rnd.clock.get("sim_seconds", 0.0) if timed else None,
             sim_total_s=self.clock.now if timed else None, online=rnd.clock.get("online"),

@@ -69,7 +69,8 @@ def test_sigkill_after_round_2_then_resume_gives_the_uninterrupted_results(tmp_p
     # evaluation, so done before round 2 was recorded; maybe part of round 3's evaluation) and the new hello
     summary = json.loads((run / "summary.json").read_text())
     train3 = a[3]["bytes_down_wire"] + a[3]["bytes_up_wire"]
-    assert train3 <= summary["resume_lost_bytes_wire"] <= train3 + a[3]["eval_bytes_down_wire"] + a[3]["eval_bytes_up_wire"]
+    eval3 = a[3]["eval_bytes_down_wire"] + a[3]["eval_bytes_up_wire"]
+    assert train3 <= summary["resume_lost_bytes_wire"] <= train3 + eval3
     assert b[3]["resume_bytes_wire"] == summary["resume_lost_bytes_wire"] + summary["resume_setup_bytes_wire"]
     assert all(r["resume_bytes_wire"] == 0 for r in a + b[:3])
     assert not (run / "pending_traffic.jsonl").read_text()  # the journal: nothing in flight at the end

@@ -76,7 +76,8 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[d
     rec: dict[str, Any] = {"source": "flwr ls --format json", "run-id": infos[-1].get("run-id"),
                            "runs": [i.get("run-id") for i in infos], "status": infos[-1].get("status"),
                            "flower_inbound_bytes": flower("inbound-bytes"),
-                           "flower_outbound_bytes": flower("outbound-bytes"), "flower_total_bytes": flower("total-bytes"),
+                           "flower_outbound_bytes": flower("outbound-bytes"),
+                           "flower_total_bytes": flower("total-bytes"),
                            "compute-time": infos[-1].get("compute-time"), "elapsed": infos[-1].get("elapsed")}
     if (run_dir / "rounds.jsonl").exists():
         from fedfit.results import read_rounds  # here, not at import: operator tooling loads no core module
