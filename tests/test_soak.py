@@ -1,4 +1,4 @@
-"""The deployment soak (issue 31): ``pytest -m soak`` runs the short version (4 SuperNodes, 3 rounds: 3 to 6
+"""The deployment soak (issue 31): ``pytest -m soak`` runs the short version (4 SuperNodes, 3 rounds: 2.5
 minutes, so left out of the default run); ``bash experiments/soak.sh NODES ROUNDS`` the soak at scale.
 
 SuperNodes with warm workers, TLS and node authentication, the SuperLink on its SQLite database, each
