@@ -1,5 +1,6 @@
 """Peak resident memory of process trees on Linux (/proc), sampled in a thread: what a SuperLink and each
 SuperNode hold with everything they started (SuperExec, ServerApp, ClientApps, fedfit's warm worker).
+The process table, trees and PSS come from ``fedfit.bench.memory``.
 
 ``Sampler(roots)``: ``roots()`` returns {label: root pid} at each sample (a restarted SuperNode's new
 process under the same label). Every ``every`` seconds each label's tree (the root and all its
@@ -12,76 +13,30 @@ flwr-clientapp, fedfit warm-worker, ...).
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Callable
 
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+from fedfit.bench.memory import cmdline, descendants, process_table, pss_bytes
 
-
-def _processes() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, resident MB) of every live process."""
-    out = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            out[int(p)] = (int(fields[1]), int(fields[21]) * PAGE_MB)
-    return out
-
-
-def pss_mb(pid: int) -> float | None:
-    """Proportional set size (MB): the process's private pages plus its share of pages it shares with others
-    (torch's libraries, mapped by every process that imports it) - sums over processes to the machine's
-    real use. None where the kernel does not say."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _descendants(root: int, procs: dict[int, tuple[int, float]]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    seen, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid in seen or pid not in procs:
-            continue
-        seen.add(pid)
-        todo += children.get(pid, [])
-    return seen
+KINDS = ("warm-worker", "flower-superlink", "flower-supernode", "flwr-serverapp", "flwr-clientapp",
+         "flower-superexec", "flwr-superexec")
 
 
 def kind_of(pid: int) -> str | None:
-    """The program a process runs, by its command line (None when it is gone or is a shell)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    text = b" ".join(argv).decode(errors="replace")
-    for k in ("warm-worker", "flower-superlink", "flower-supernode", "flwr-serverapp", "flwr-clientapp",
-              "flower-superexec", "flwr-superexec"):
-        if k in text:
-            return "fedfit warm-worker" if k == "warm-worker" else k
-    return None
+    """The Flower or fedfit program a process runs, by its command line (None for anything else)."""
+    text = cmdline(pid)
+    kind = next((k for k in KINDS if k in text), None)
+    return "fedfit warm-worker" if kind == "warm-worker" else kind
 
 
-def hwm_mb(pid: int) -> float:
+def status_mb(pid: int, key: str) -> float:
+    """``key`` (VmRSS, VmHWM) of /proc/PID/status in MB; 0 when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return 0.0
 
@@ -96,17 +51,17 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
-        procs = _processes()
+        table = process_table()
         for label, root in self.roots().items():
-            tree = _descendants(root, procs)
-            self.peak_tree[label] = max(self.peak_tree.get(label, 0.0), sum(procs[p][1] for p in tree))
-            pss = [pss_mb(p) for p in tree]
+            tree = descendants([root], table)
+            self.peak_tree[label] = max(self.peak_tree.get(label, 0.0), sum(status_mb(p, "VmRSS") for p in tree))
+            pss = [pss_bytes(p) for p in tree]
             if all(v is not None for v in pss):
-                self.peak_tree_pss[label] = max(self.peak_tree_pss.get(label, 0.0), sum(pss))
+                self.peak_tree_pss[label] = max(self.peak_tree_pss.get(label, 0.0), sum(pss) / 2**20)
             for pid in tree:
                 kind = kind_of(pid)
                 if kind:
-                    self.peak_kind[kind] = max(self.peak_kind.get(kind, 0.0), hwm_mb(pid))
+                    self.peak_kind[kind] = max(self.peak_kind.get(kind, 0.0), status_mb(pid, "VmHWM"))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
