@@ -116,6 +116,38 @@ def test_sweep_docs_writes_the_results_page_and_its_figures_and_leaves_readme_al
         "index.md", "tiny.md", "tiny_accuracy_vs_bytes.png", "tiny_accuracy_vs_round.png"]
 
 
+def test_a_page_is_remade_from_its_records_when_the_run_folders_are_gone(tmp_path, monkeypatch):
+    """--docs records every finished run's results beside the experiment file (experiments/records/NAME/RUN:
+    config, rounds, summary; no checkpoints); with the run folders gone, --plot-only re-makes the same page
+    from the records, and a sweep skips what is recorded, running only the rest."""
+    import shutil
+
+    import fedfit
+
+    f = _fake_sweep(tmp_path, TINY)
+    (tmp_path / "runs" / "tiny" / "method=fit_seed=0" / "checkpoint.pkl").write_bytes(b"state")
+    fedfit.sweep(f, plot_only=True, docs=tmp_path / "docs", progress=lambda s: None)
+    page = (tmp_path / "docs" / "results" / "tiny.md").read_text()
+    assert "The runs' results are recorded in `experiments/records/tiny/`" in page
+    records = tmp_path / "experiments" / "records" / "tiny"
+    assert sorted(p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()) == sorted(
+        f"method={m}_seed={s}/{n}" for m in ("fit", "head-only") for s in (0, 1)
+        for n in ("config.json", "rounds.jsonl", "summary.json"))
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "docs" / "results" / "tiny.md").unlink()
+    fedfit.sweep(f, plot_only=True, docs=tmp_path / "docs", progress=lambda s: None)
+    assert (tmp_path / "docs" / "results" / "tiny.md").read_text() == page
+    shutil.rmtree(records / "method=head-only_seed=1")  # one run not recorded: the sweep runs it alone
+    ran = []
+    monkeypatch.setattr("strategies.simulate.simulate", lambda cfg, **kw: ran.append(cfg["name"]))
+    lines = []
+    fedfit.sweep(f, progress=lines.append)
+    assert ran == ["method=head-only_seed=1"] and [ln for ln in lines if ln.startswith("[")] == [
+        f"[{i}/4] {r}: recorded in {records / r}, skipped"
+        for i, r in ((1, "method=fit_seed=0"), (2, "method=fit_seed=1"), (3, "method=head-only_seed=0"))] + [
+        "[4/4] method=head-only_seed=1"]
+
+
 def test_sweep_readme_without_its_markers_stops_before_any_run(tmp_path, capsys):
     from fedfit.app import cli
 

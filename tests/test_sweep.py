@@ -73,7 +73,8 @@ def test_a_finished_run_made_with_other_options_is_said_so_when_skipped(tmp_path
     lines = []
     run_sweep(cfgs, lambda c: None, progress=lines.append)
     assert lines == ["[1/1] method=fit_seed=0: done before, skipped - BUT was started with lr = 0.003, not 0.0015 "
-                     "as the sweep now says: its results are the old ones (move its folder away to run it again)"]
+                     f"as the sweep now says: its results are the old ones (move {cfgs[0]['out_dir']}/method=fit_seed=0 away to "
+                     "run it again)"]
     _fake_run(cfgs[0], 0.6)  # made with the sweep's own options: skipped without a word more
     lines.clear()
     run_sweep(cfgs, lambda c: None, progress=lines.append)

@@ -94,22 +94,25 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
           only: Sequence[str] = (), docs: str | Path | None = None) -> SweepResult:
     """Run the experiment ``file`` (``experiments/NAME.toml``): every run not finished before, a run
     stopped half-way continued after its last complete round, a failed run reported while the others go
-    on; then its figures and tables (``docs``: a docs folder, ``docs/``, whose results page
+    on (a run recorded beside the file, ``fedfit.app.records``, counts as finished); then its figures and
+    tables (``docs``: a docs folder, ``docs/``, whose results page
     ``results/NAME.md`` is written with its figures and the results index, nothing else touched;
     ``readme``: also written into that README's ``results:NAME`` section, figures copied to
-    ``docs/figures``). ``overrides``: ``key=value`` applied to every run;
+    ``docs/figures``; with either, every finished run's results are recorded). ``overrides``: ``key=value`` applied to every run;
     ``plot_only``: only redo figures and tables; ``only``: run just the runs whose names match one of these
     shell patterns (the tables still take every finished run). Every run's options are checked before the
     first starts."""
     import fnmatch
     import shutil
 
+    from fedfit.app.records import finished, record, records_dir, results_of
     from fedfit.plot import plot_runs
     from fedfit.results import holds_results
     from fedfit.app.sweeps import (aggregate, bound_levels, bounds_table, load_spec, markdown_table, replace_section,
                               run_sweep, stability_table, target_table)
 
     name, configs = sweep_configs(file, *overrides)
+    records = records_dir(file, name)
     if readme:  # checked before any run: the section the results go to must exist
         text = Path(readme).read_text() if Path(readme).is_file() else None
         marker = f"<!-- results:{name}:start -->"
@@ -127,8 +130,12 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
         progress(f"sweep {name}: {len(chosen)} runs -> {Path(configs[0]['out_dir'])}")
         failed = run_sweep(chosen, lambda cfg: simulate(cfg, verbose=verbose,
                                                          resume=holds_results(Path(cfg["out_dir"]) / cfg["name"])),
-                           progress=progress)
-    dirs = [d for d in (Path(c["out_dir"]) / c["name"] for c in configs) if (d / "summary.json").is_file()]
+                           progress=progress, records=records)
+    if docs is not None or readme:  # the page's data goes into version control with it
+        for c in configs:
+            if finished(Path(c["out_dir"]) / c["name"]):
+                record(Path(c["out_dir"]) / c["name"], records)
+    dirs = [d for d in (results_of(c, records) for c in configs) if d is not None]
     if not dirs:
         return SweepResult(name, [], failed)
     out = Path(configs[0]["out_dir"]) / "plots"

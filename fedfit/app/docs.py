@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from fedfit.app.records import records_dir
 from fedfit.options import Option
 
 DOCS_PAGE = "docs/{}.md"  # where the page explaining a command lives (the site's source; `mkdocs serve` shows it)
@@ -193,14 +194,18 @@ def sweep_command(file: str | Path, overrides: Sequence[str], docs_dir: Path) ->
 
 
 def results_page(name: str, description: str, command: str, runs: int, table: str, figures: Sequence[str],
-                 notes: str, failed: Sequence[str] = (), experiment: str = "", source: str = "") -> str:
-    """One experiment's page (Markdown): title and description, the command that regenerates it, what the
+                 notes: str, failed: Sequence[str] = (), experiment: str = "", source: str = "",
+                 records: str = "") -> str:
+    """One experiment's page (Markdown): title and description, the command that regenerates it (and
+    ``records``: where its runs' results are recorded, ``fedfit.app.records``), what the
     results mean (``notes``; a placeholder saying how to write them when empty), the tables, the figures
     (paths relative to the page) and the experiment file itself."""
     out = [f"# {name}", "", description or f"The experiment `{source or name}`.", "",
            f"<!-- Written by `{command}`: edit the experiment file (its notes), not this page. -->", "",
            f"Regenerate with `{command}` ({runs} finished run{'s' if runs != 1 else ''}; add `--plot-only` to "
-           "redo the tables and figures from finished runs).", ""]
+           "redo the tables and figures from finished runs)." + (
+               f" The runs' results are recorded in `{records}`: the command re-makes this page from them and runs "
+               "only what is not recorded." if records else ""), ""]
     if failed:
         out += [f"!!! warning \"{len(failed)} run{'s' if len(failed) != 1 else ''} failed\"",
                 f"    {', '.join(f'`{f}`' for f in failed)}: run the sweep again to retry; the tables hold the "
@@ -249,7 +254,8 @@ def write_results_page(docs_dir: str | Path, file: str | Path, name: str, spec: 
     page = folder / f"{name}.md"
     page.write_text(results_page(
         name, spec.get("description", ""), sweep_command(file, overrides, docs), runs, table, shown,
-        notes_of(file, spec), failed, experiment=Path(file).read_text(), source=_relative(Path(file), root)))
+        notes_of(file, spec), failed, experiment=Path(file).read_text(), source=_relative(Path(file), root),
+        records=_relative(records_dir(file, name), root) + "/"))
     write_results_index(docs)
     return page
 

@@ -25,9 +25,9 @@ An experiment file (``experiments/NAME.toml``)::
     target = 0.75               # optional: a table of simulated time and bytes until the personalized
                                 # accuracy first reaches this fraction (fedfit.clock), and its figure
 
-Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists is not run
-again, so an interrupted sweep resumes where it stopped (its line says so when it was made with an option
-other than the file now gives it). ``aggregate`` groups runs that differ only
+Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists, there or in its
+record (``fedfit.app.records``), is not run again, so an interrupted sweep resumes where it stopped (its
+line says so when it was made with an option other than the file now gives it). ``aggregate`` groups runs that differ only
 by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
 pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round;
 ``target_table`` times each group to a target accuracy on the simulated clock.
@@ -145,41 +145,41 @@ def run_dir(cfg: dict[str, Any]) -> Path:
     return Path(cfg["out_dir"]) / cfg["name"]
 
 
-def is_done(cfg: dict[str, Any]) -> bool:
-    return (run_dir(cfg) / "summary.json").is_file()
-
-
-def _made_otherwise(cfg: dict[str, Any]) -> str:
-    """"" or, when a finished run was made with an option other than the sweep gives it now (its file was
-    edited, or a default changed), what differs: its results stay in the tables as they were made."""
+def _made_otherwise(results: Path, cfg: dict[str, Any]) -> str:
+    """"" or, when the finished run in ``results`` was made with an option other than the sweep gives it now
+    (its file was edited, or a default changed), what differs: its results stay in the tables as they were made."""
     from fedfit.results import RunFormatError, option_changed
 
     try:
-        changed = option_changed(run_dir(cfg), cfg)
+        changed = option_changed(results, cfg)
     except RunFormatError as e:
         return f" - BUT {e}"
     if changed is None:
         return ""
     key, saved, now = changed
     return (f" - BUT was started with {key} = {saved!r}, not {now!r} as the sweep now says: its results are the old "
-            f"ones (move its folder away to run it again)")
+            f"ones (move {results} away to run it again)")
 
 
 def run_sweep(configs: list[dict[str, Any]], run_fn: Callable[[dict[str, Any]], Any],
-              progress: Callable[[str], None] = print) -> list[str]:
-    """Run every config not done yet (in order). A run that fails is reported in one line and the
+              progress: Callable[[str], None] = print, records: Path | None = None) -> list[str]:
+    """Run every config not done yet (in order): done = finished in its run folder or, with ``records``,
+    recorded there (``fedfit.app.records``). A run that fails is reported in one line and the
     sweep goes on (rerunning the sweep resumes or retries it); returns the names of the failed runs.
     Each run's line carries the sweep's ETA (the mean time of the runs this call ran, times those left);
     on a terminal the runs are also a live row (``fedfit.progress``)."""
     from fedfit import progress as live
+    from fedfit.app.records import results_of
 
     failed = []
-    todo = [c for c in configs if not is_done(c)]
+    todo = [c for c in configs if not results_of(c, records)]
     spent, ran = 0.0, 0
     with live.bar("sweep: runs", total=len(configs), completed=len(configs) - len(todo)) as row:
         for i, cfg in enumerate(configs, 1):
-            if is_done(cfg):
-                progress(f"[{i}/{len(configs)}] {cfg['name']}: done before, skipped{_made_otherwise(cfg)}")
+            results = results_of(cfg, records)
+            if results is not None:
+                how = "done before" if results == run_dir(cfg) else f"recorded in {results}"
+                progress(f"[{i}/{len(configs)}] {cfg['name']}: {how}, skipped{_made_otherwise(results, cfg)}")
                 continue
             left = len(todo) - ran  # this run and those after it that were not done before
             eta = f" (eta {live.duration(spent / ran * left)} for {left} left)" if ran else ""

@@ -1,0 +1,48 @@
+"""A sweep's records: what its results pages are made from, kept with the experiment file.
+
+A finished run's folder holds its results (``config.json``, ``rounds.jsonl``, ``summary.json``: a few
+hundred KB at most) beside what only a resumed run needs (checkpoints, client states, the final state).
+``fedfit sweep FILE --docs`` copies the results of every finished run into
+``<FILE's folder>/records/<sweep name>/<run name>/``, a folder of the same shape that goes into version
+control with the page. A later sweep takes a recorded run as finished when its run folder is absent:
+``--plot-only`` re-makes the page from the records alone, and a sweep runs only what is neither in
+``out_dir`` nor recorded, so an experiment longer than one machine's life is finished piece by piece.
+A run folder, when present, wins over its record (it is the newer of the two).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedfit import atomic
+
+RECORD_FILES = ("config.json", "rounds.jsonl", "summary.json")  # summary.json last: its presence = finished
+
+
+def records_dir(file: str | Path, name: str) -> Path:
+    """Where the records of sweep ``name`` (experiment file ``file``) are kept."""
+    return Path(file).parent / "records" / name
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "summary.json").is_file()
+
+
+def record(run_dir: str | Path, records: str | Path) -> Path:
+    """Copy the results of the finished run ``run_dir`` into ``records/<its name>/`` (each file written
+    atomically, ``summary.json`` last, so a kill leaves the record unfinished, never half new); returns it."""
+    src = Path(run_dir)
+    dst = Path(records) / src.name
+    if not finished(src):
+        raise FileNotFoundError(f"{src}: not a finished run (no summary.json)")
+    (dst / "summary.json").unlink(missing_ok=True)
+    for f in RECORD_FILES:
+        atomic.write_bytes(dst / f, (src / f).read_bytes())
+    return dst
+
+
+def results_of(cfg: dict[str, Any], records: str | Path | None = None) -> Path | None:
+    """The folder holding the finished results of run ``cfg``: its run folder (``out_dir/name``) when that
+    has finished, else its record in ``records`` (when given) when that has, else None."""
+    folders = [Path(cfg["out_dir"]) / cfg["name"]] + ([Path(records) / cfg["name"]] if records is not None else [])
+    return next((f for f in folders if finished(f)), None)
