@@ -21,6 +21,14 @@ A message's content (a Flower ``RecordDict``)::
                               add the query set: "query_features" float32 (m, d), "query_labels"
                               int64 (m,) global class ids, "query_ids" int64 (m,) image ids
 
+``wire_bytes(msg)`` is the size of what Flower's transport sends for one message (flwr 1.41/1.42):
+the message metadata proto (content removed), its object-tree proto, and every distinct object of the
+tree (message, record dict, records, arrays, array chunks) as Flower deflates it (head: type, child
+ids, body length; then the body), each with its 64-character object id - exactly the pieces that
+``push_messages`` / ``PushObject`` put on the wire. gRPC/HTTP2/TLS framing below that is not counted.
+``payload_bytes(msg)`` is the raw size of the arrays it carries (sum of ``numpy().nbytes``), so the
+difference shows Flower's framing (npy headers, ids, JSON metadata).
+
 Everything received from the other side is validated here before use (``ValueError`` on anything
 malformed): replies come from untrusted clients. A server that sends none of fedfit's keys (a stock
 Flower strategy's own ``start``) is answered in its terms: the state as one float32 vector under the
@@ -32,6 +40,10 @@ from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app.message import remove_content_from_message
+from flwr.common.serde import message_to_proto
+from flwr.proto.message_pb2 import ObjectTree
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
 
 from fedfit.codecs import Codec
 
@@ -180,3 +192,35 @@ def class_stats_of(record: ArrayRecord, dim: int | None = None, scatter: bool = 
         out.update(query_features=qf.astype(np.float32), query_labels=ql.astype(np.int64),
                    query_ids=qi.astype(np.int64))
     return out
+
+
+def wire_bytes(msg: Message, shared: dict | None = None) -> int:
+    """Bytes Flower's transport sends for ``msg`` (see module docstring). ``shared``: a dict kept by
+    the caller across messages that share one content object (one RecordDict sent to many clients):
+    the content's objects are then serialized and sized once, not once per recipient."""
+    n = message_to_proto(remove_content_from_message(msg)).ByteSize()
+    if not msg.has_content():
+        return n
+    content = msg.content
+    key = id(content)
+    cached = shared.get(key) if shared is not None else None
+    if cached is None or cached[0] is not content:
+        objects = get_all_nested_objects(content)
+        cached = (content, sum(len(oid) + len(obj.deflate()) for oid, obj in objects.items()), get_object_tree(content))
+        if shared is not None:
+            shared[key] = cached
+    _, content_bytes, content_tree = cached
+    tree = ObjectTree(object_id=msg.object_id, children=[content_tree])
+    return n + tree.ByteSize() + content_bytes + len(msg.object_id) + len(msg.deflate())
+
+
+def payload_bytes(msg: Message) -> int:
+    """Raw bytes of every array the message carries (no headers, ids or metadata)."""
+    if not msg.has_content():
+        return 0
+    total = 0
+    for rec in msg.content.values():
+        if isinstance(rec, ArrayRecord):
+            for arr in rec.values():
+                total += int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+    return total

@@ -24,7 +24,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedfit import wire
 from fedfit.codecs import create_codec
-from strategies.metering import message_key, wire_bytes
+from strategies.metering import message_key
 
 
 @dataclass
@@ -162,7 +162,7 @@ class CodecGrid:
     def _reply_size(self, reply: Message, key: tuple[int, str]) -> int:
         """Wire bytes of ``reply``: as the meter below counted them, else sized here."""
         metered = getattr(self._grid, "reply_wire", None)
-        return metered[key] if metered and key in metered else wire_bytes(reply)
+        return metered[key] if metered and key in metered else wire.wire_bytes(reply)
 
 
 def _phase(msg: Message) -> str:

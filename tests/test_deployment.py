@@ -445,7 +445,7 @@ def _sim_train_message_wire(state_size: int) -> int:
     from fedfit.config import load_config
     from strategies import create_strategy
     from strategies.codec_layer import CodecGrid
-    from strategies.metering import wire_bytes
+    from fedfit.wire import wire_bytes
 
     class Grid:
         def get_node_ids(self):

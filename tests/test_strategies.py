@@ -10,7 +10,8 @@ from fedfit.config import load_config
 from fedfit.layout import Layout
 from strategies import create_strategy, dp
 from strategies.codec_layer import CodecGrid, for_strategy
-from strategies.metering import MeteredGrid, payload_bytes, wire_bytes
+from fedfit.wire import payload_bytes, wire_bytes
+from strategies.metering import MeteredGrid
 from strategies.sampling import ClientSampler, GridView
 
 N = 20_544  # FiT's FiLM state on Lite0 with the default ProtoNets head
