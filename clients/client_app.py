@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedfit import wire
+from clients.ledger import make_ledger_mod
 from clients.mods import dp_clip_mod, error_mod, make_codec_mod, make_fault_mod, make_poison_mod
 from clients.state import LOCAL, client_store
 from fedfit.client_state import EVALUATE, TRAIN, version
@@ -84,12 +85,15 @@ def _start_state(work: ClientWork, msg: Message, context: Context, phase: int) -
 
 
 def make_client_app(cfg: dict[str, Any] | None = None, mods: tuple = ()) -> ClientApp:
-    """A ClientApp bound to ``cfg`` (``fedfit simulate``), or reading the run config when None; ``mods``
-    go right inside ``error_mod`` (a mod that raises makes an error reply like the handler would)."""
+    """A ClientApp bound to ``cfg`` (``fedfit simulate``), or reading the run config when None (deployed:
+    the SuperNode's byte ledger, ``clients.ledger``, outermost); ``mods`` go right inside ``error_mod`` (a
+    mod that raises makes an error reply like the handler would)."""
     def options(context: Context) -> dict[str, Any]:
         return run_config(context, cfg)
 
-    app = ClientApp(mods=[error_mod, *mods, make_fault_mod(options), make_poison_mod(options), make_codec_mod(options)])
+    ledger = [make_ledger_mod(options)] if cfg is None else []  # deployed: the SuperNode counts its own bytes
+    app = ClientApp(mods=[*ledger, error_mod, *mods, make_fault_mod(options), make_poison_mod(options),
+                          make_codec_mod(options)])
 
     @app.query()
     def hello(msg: Message, context: Context) -> Message:

@@ -12,7 +12,9 @@ A message's content (a Flower ``RecordDict``)::
                               layer: exactly one float32 array "state" of n elements
                               (``fedfit.layout.Layout.pack`` order). Empty for local-only training.
     "metrics"  MetricRecord   replies: "num-examples" (aggregation weight: support images),
-                              "partition-id", "layout" (fingerprint), losses, accuracies, seconds
+                              "partition-id", "layout" (fingerprint), losses, accuracies, seconds;
+                              deployed: "node-traffic.<run id>.rx" / ".tx", the SuperNode's own byte
+                              counts (``clients.ledger``; the server takes them off on receipt)
     "stats"    ArrayRecord    evaluate replies with "global-eval" and "stats" replies: the class
                               statistics of the support set for the global head
                               (``fedfit.global_head.client_statistics``): "class_ids" int64 (C,),
@@ -53,6 +55,7 @@ PHASE, ROUND, LAYOUT, STATE_SIZE = "phase", "server-round", "layout", "state-siz
 HELLO, TRAIN, EVALUATE, STATS_PHASE = "hello", "train", "evaluate", "stats"
 GLOBAL_EVAL = "global-eval"  # evaluate config: also send the class statistics and query features
 WEIGHT, PARTITION = "num-examples", "partition-id"
+NODE_TRAFFIC = "node-traffic"  # metrics key prefix of a deployed SuperNode's own byte counts (clients.ledger)
 MAX_WEIGHT = 1e9  # a reply claiming more examples than this is hostile
 INJECTED = 900   # error code of a simulated fault (a dropout): counted apart from real failures
 FATAL = 901      # error code of a client whose process must not serve again (a CUDA error): its actor is replaced

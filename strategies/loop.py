@@ -188,7 +188,7 @@ class Federation:
                    "first_failure": counted[0] if counted else None, "injected": len(failures) - len(counted),
                    "resumed_after": done, "shared_parameters": self.layout.size,
                    "personal_parameters": self.personal.numbers, "resume_setup_bytes_wire": resume_setup,
-                   "resume_lost_bytes_wire": lost,
+                   "resume_lost_bytes_wire": lost, "node_counted_bytes_wire": self.metered.nodes.total(),
                    "sim_total_s": self.clock.now if self.clock else None,
                    "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
         self.writer.save_state(self.layout.unpack(self.model.flat, copy=True))

@@ -13,7 +13,7 @@ from flwr.app import Message
 from flwr.supercore.inflatable.inflatable_object import no_object_id_recompute
 
 from fedfit import atomic
-from fedfit.wire import ROUND, payload_bytes, wire_bytes
+from fedfit.wire import METRICS, NODE_TRAFFIC, PARTITION, ROUND, payload_bytes, wire_bytes
 
 
 @dataclass
@@ -104,6 +104,35 @@ def message_key(msg: Message, reply: bool = False) -> tuple[int, str]:
     return int(node), str(msg.metadata.message_type)
 
 
+class NodeCounts:
+    """What the SuperNodes counted themselves (``clients.ledger``): the latest ledger totals each partition
+    reported (every Flower run of this fedfit run) and the wire size of the reply that carried them (not in
+    its own totals). ``total()``: the bytes the SuperNodes received and sent, as they counted them; None
+    when no reply carried a ledger (simulation)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[int, tuple[int, int]] = {}  # partition -> (ledger bytes so far, carrying reply's bytes)
+
+    def read(self, reply: Message, wire: int) -> None:
+        """Take (and remove) the ledger totals from ``reply``'s metrics; a malformed report is ignored."""
+        if not reply.has_content() or METRICS not in reply.content:
+            return
+        metrics = reply.content[METRICS]
+        keys = [k for k in list(metrics.keys()) if str(k).startswith(NODE_TRAFFIC + ".")]
+        if not keys:
+            return
+        values = [metrics.pop(k) for k in keys]
+        try:
+            counted, part = sum(int(v) for v in values), int(metrics[PARTITION])
+        except (TypeError, ValueError, KeyError):
+            return
+        if counted >= 0 and part >= 0 and counted >= self.latest.get(part, (-1, 0))[0]:
+            self.latest[part] = (counted, wire)
+
+    def total(self) -> int | None:
+        return sum(a + b for a, b in self.latest.values()) if self.latest else None
+
+
 class MeteredGrid:
     """Wraps a Flower ``Grid``: every message sent and every reply received is metered.
 
@@ -115,6 +144,7 @@ class MeteredGrid:
         self._grid = grid
         self.meter = meter or Meter()
         self.reply_wire: dict[tuple[int, str], int] = {}  # the last exchange's replies: (node, type) -> bytes
+        self.nodes = NodeCounts()
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -149,4 +179,5 @@ class MeteredGrid:
             key = message_key(r, reply=True)
             kind, rnd = sent.get(key, (r.metadata.message_type, None))
             self.reply_wire[key] = self.meter.add("up", r, kind, server_round=rnd).wire
+            self.nodes.read(r, self.reply_wire[key])
         return replies

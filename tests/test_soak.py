@@ -6,7 +6,8 @@ Flower process in its own network namespace where the runner allows it (else all
 the run:
 
 * every round one SuperNode is killed with SIGKILL (its worker with it) while it trains - after it has
-  pulled its training message, before it answers - and started again at once;
+  pulled its training message and its ClientApp has it (its byte ledger, ``clients.ledger``, counted it),
+  before it answers - and started again at once;
 * from ``FEDFIT_SOAK_DROP_S > 0`` one SuperNode loses its network for that many seconds (its veth taken
   down; on loopback its processes are stopped with SIGSTOP instead: silent for as long);
 * a SuperNode whose key was never registered tries to join (it must be refused);
@@ -16,7 +17,7 @@ the run:
   operator starts it again with ``resume=true``.
 
 Measured and written to ``FEDFIT_SOAK_REPORT`` (JSON, when set): failures by kind and phase, Flower's
-traffic figure for both runs against fedfit's metering, peak memory of the SuperLink's and every
+traffic figure for both runs against fedfit's metering and against what the SuperNodes counted, peak memory of the SuperLink's and every
 SuperNode's process tree, the accuracy against a simulated run with the same failures
 (``replay_failures``), over ``FEDFIT_SOAK_SEEDS`` seeds of that simulation.
 """
@@ -57,6 +58,13 @@ def soak_cluster(tmp_path):
 def _unanswered_train(log: str) -> bool:
     """The SuperNode has pulled a training message that its worker has not answered yet."""
     return log.count("Receiving: train message") > log.count("train message answered")
+
+
+def _in_clientapp(ledger: Path) -> bool:
+    """The SuperNode's ClientApp holds a message it has not answered (its byte ledger, clients.ledger, has
+    more arrivals than replies): killed now, the message it pulled is in its own count too."""
+    text = ledger.read_text() if ledger.is_file() else ""
+    return text.count('"rx"') > text.count('"tx"')
 
 
 @needs_flower_bins
@@ -183,8 +191,9 @@ def test_soak_kills_a_drop_a_rogue_and_a_superlink_restart_every_round_once(soak
                 v = victims[r % len(victims)]
                 name, p = current[f"node{v}"]
                 try:
-                    _wait(f"node{v} training in round {r}", lambda: _unanswered_train(procs.log(name)) or
-                          rounds_done() >= r + 1, 600, procs, {}, poll=0.1)
+                    ledger = tmp_path / "runs" / "deploy" / f"clients.node-{v}.traffic"  # the nodes' out_dir here
+                    _wait(f"node{v} training in round {r}", lambda: (_unanswered_train(procs.log(name)) and
+                          _in_clientapp(ledger)) or rounds_done() >= r + 1, 600, procs, {}, poll=0.1)
                 except pytest.fail.Exception:
                     missed.append(r)
                 else:
@@ -260,3 +269,5 @@ def test_soak_kills_a_drop_a_rogue_and_a_superlink_restart_every_round_once(soak
     # the deployment learns what the same federation with the same failures learns in simulation
     assert abs(rounds[-1]["acc_mean"] - sim0[-1]["acc_mean"]) <= 0.03, (rounds[-1]["acc_mean"], sim0[-1]["acc_mean"])
     assert traffic["flower_total_bytes"] > 0 and traffic["fedfit_setup_resume_wire_bytes"] > 0
+    # what crossed the network, as the SuperNodes counted it (clients.ledger), is Flower's figure to 0.5%
+    assert abs(traffic["flower_over_node_counted"] - 1) < 0.005, traffic

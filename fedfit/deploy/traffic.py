@@ -64,7 +64,9 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[d
     """Write Flower's own figure for the run into ``run_dir/flower_traffic.json`` beside fedfit's metering,
     with fedfit's totals for comparison. Flower counts the Fleet messages the SuperLink exchanged with
     SuperNodes for its run, training and evaluation together, plus protocol requests; fedfit's total is
-    every round's training, evaluation, hello and resume bytes. ``info``: ``run_info``'s entry, or the
+    every round's training, evaluation, hello and resume bytes as the ServerApp sent and received them, and
+    (a finished run) what the SuperNodes counted they received and sent (``node_counted_bytes_wire``: it
+    leaves out messages no SuperNode pulled and takes in replies that came too late to be pulled). ``info``: ``run_info``'s entry, or the
     entries of every Flower run a resumed run took (their figures are summed)."""
     run_dir = Path(run_dir)
     infos = [info] if isinstance(info, dict) else list(info)
@@ -91,6 +93,12 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[d
                    fedfit_total_wire_bytes=total)
         if rec["flower_total_bytes"]:
             rec["flower_over_fedfit"] = rec["flower_total_bytes"] / max(total, 1)
+    summary = run_dir / "summary.json"
+    counted = json.loads(summary.read_text()).get("node_counted_bytes_wire") if summary.is_file() else None
+    if counted:  # what the SuperNodes counted themselves (clients.ledger): what crossed the network
+        rec["fedfit_node_counted_wire_bytes"] = int(counted)
+        if rec["flower_total_bytes"]:
+            rec["flower_over_node_counted"] = rec["flower_total_bytes"] / int(counted)
     path = run_dir / "flower_traffic.json"
     path.write_text(json.dumps(rec, indent=2) + "\n")
     return path
