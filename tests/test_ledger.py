@@ -1,6 +1,8 @@
 """A deployed SuperNode's own byte ledger (``clients.ledger``) and the server's reading of it
 (``strategies.metering.NodeCounts``): a message is counted when it arrives, before any work, its reply
 when it leaves; every reply carries the totals so far, and the server's total is what the node counted."""
+import json
+
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -68,6 +70,9 @@ def test_a_deployed_node_counts_what_it_received_before_it_works_and_every_reply
     counts.read(stale, 10)  # an older report (fewer bytes) does not replace a newer one
     assert counts.total() == sum(totals(path)[7].values())
 
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+    assert [(ln[1], ln[4]) for ln in lines] == [("rx", "query"), ("tx", "query")] * 3
+    assert all(a[3] <= b[3] for a, b in zip(lines, lines[1:]))  # when, in order
     before = totals(path)
     with open(path, "a") as f:  # a line torn by a kill is skipped
         f.write('[7, "rx", 12')
