@@ -148,6 +148,37 @@ def test_a_page_is_remade_from_its_records_when_the_run_folders_are_gone(tmp_pat
         "[4/4] method=head-only_seed=1"]
 
 
+def test_a_run_another_experiment_recorded_with_the_same_options_is_not_run_again(tmp_path, monkeypatch):
+    """A run is its options: another experiment's record made with exactly this run's options is recorded
+    here under this run's name (its config renamed, its rounds as they were); a run with any option of its
+    own is run."""
+    import json
+
+    import fedfit
+
+    f = _fake_sweep(tmp_path, TINY)
+    fedfit.sweep(f, plot_only=True, docs=tmp_path / "docs", progress=lambda s: None)  # records tiny's 4 runs
+    other = f.with_name("other.toml")
+    other.write_text(f'[base]\nout_dir = "{tmp_path / "elsewhere"}"\n[grid]\nseed = [0, 1]\n'
+                     '[[run]]\nname = "fit-default"\nmethod = "fit"\n[[run]]\nname = "fit-fast"\nmethod = "fit"\n'
+                     'lr = 0.01\n')
+    ran, lines = [], []
+    monkeypatch.setattr("strategies.simulate.simulate", lambda cfg, **kw: ran.append(cfg["name"]))
+    fedfit.sweep(other, progress=lines.append)
+    records = tmp_path / "experiments" / "records"
+    assert ran == ["fit-fast_seed=0", "fit-fast_seed=1"]
+    for seed in (0, 1):
+        mine, theirs = records / "other" / f"fit-default_seed={seed}", records / "tiny" / f"method=fit_seed={seed}"
+        assert f"fit-default_seed={seed}: the same run (same options) is recorded in {theirs}: recorded here too" in lines
+        assert (mine / "rounds.jsonl").read_bytes() == (theirs / "rounds.jsonl").read_bytes()
+        cfg = json.loads((mine / "config.json").read_text())
+        assert cfg["name"] == f"fit-default_seed={seed}" and cfg["out_dir"] == str(tmp_path / "elsewhere" / "other")
+        assert {k: v for k, v in cfg.items() if k not in ("name", "out_dir", "tracker_group")} == {
+            k: v for k, v in json.loads((theirs / "config.json").read_text()).items()
+            if k not in ("name", "out_dir", "tracker_group")}
+    assert not (records / "other" / "fit-fast_seed=0").exists()
+
+
 def test_sweep_readme_without_its_markers_stops_before_any_run(tmp_path, capsys):
     from fedfit.app import cli
 

@@ -105,7 +105,7 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
     import fnmatch
     import shutil
 
-    from fedfit.app.records import finished, record, records_dir, results_of
+    from fedfit.app.records import adopt, finished, record, records_dir, results_of
     from fedfit.plot import plot_runs
     from fedfit.results import holds_results
     from fedfit.app.sweeps import (aggregate, bound_levels, bounds_table, load_spec, markdown_table, replace_section,
@@ -120,6 +120,10 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
             raise ConfigError(f"--readme {readme}: " + ("no such file" if text is None else
                               f"no {marker} ... <!-- results:{name}:end --> markers; add them where the results "
                               f"go, or write the results page with --docs"))
+    for c in configs:  # a run another experiment recorded with the same options is this run: not run twice
+        same = adopt(c, records)
+        if same is not None:
+            progress(f"{c['name']}: the same run (same options) is recorded in {same}: recorded here too")
     failed: list[str] = []
     if not plot_only:
         from strategies.simulate import simulate

@@ -8,9 +8,15 @@ control with the page. A later sweep takes a recorded run as finished when its r
 ``--plot-only`` re-makes the page from the records alone, and a sweep runs only what is neither in
 ``out_dir`` nor recorded, so an experiment longer than one machine's life is finished piece by piece.
 A run folder, when present, wins over its record (it is the newer of the two).
+
+A run is its options: a run that another experiment recorded with exactly the options this one gives
+(every option but where its output goes and where it ran: ``fedfit.results.option_changed``) is the same
+run (same options, same seed, same results), so ``adopt`` records it here under this run's name instead
+of running it again.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +52,37 @@ def results_of(cfg: dict[str, Any], records: str | Path | None = None) -> Path |
     has finished, else its record in ``records`` (when given) when that has, else None."""
     folders = [Path(cfg["out_dir"]) / cfg["name"]] + ([Path(records) / cfg["name"]] if records is not None else [])
     return next((f for f in folders if finished(f)), None)
+
+
+def same_run(record: Path, cfg: dict[str, Any]) -> bool:
+    """Whether the finished ``record`` was made with ``cfg``'s options: every option that is not free to
+    differ (``fedfit.results.option_changed``) is in its config.json, with the same value."""
+    from fedfit.config import defaults
+    from fedfit.results import RunFormatError, _free_on_resume, option_changed
+
+    try:
+        saved = json.loads((record / "config.json").read_text(encoding="utf-8"))
+        return (finished(record) and all(k in saved for k in set(defaults()) - _free_on_resume())
+                and option_changed(record, cfg) is None)
+    except (OSError, ValueError, RunFormatError):
+        return False
+
+
+def adopt(cfg: dict[str, Any], records: str | Path) -> Path | None:
+    """When run ``cfg`` has no results (``results_of``) and another experiment's records (the folders beside
+    ``records``) hold the same run (``same_run``), copy it into ``records/<cfg's name>/`` with its name,
+    output folder and tracker group made this run's; returns the record it was copied from, else None."""
+    records = Path(records)
+    if results_of(cfg, records) is not None or not records.parent.is_dir():
+        return None
+    for other in sorted(records.parent.glob("*/*")):
+        if other.parent != records and same_run(other, cfg):
+            dst = records / cfg["name"]
+            (dst / "summary.json").unlink(missing_ok=True)
+            saved = json.loads((other / "config.json").read_text(encoding="utf-8"))
+            saved.update({k: cfg[k] for k in ("name", "out_dir", "tracker_group") if k in cfg})
+            atomic.write_text(dst / "config.json", json.dumps(saved, indent=2, sort_keys=True, default=str))
+            for f in RECORD_FILES[1:]:
+                atomic.write_bytes(dst / f, (other / f).read_bytes())
+            return other
+    return None
