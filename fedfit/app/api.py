@@ -94,14 +94,14 @@ def sweep(file: str | Path, *overrides: str, readme: str | Path | None = None, p
           only: Sequence[str] = (), docs: str | Path | None = None) -> SweepResult:
     """Run the experiment ``file`` (``experiments/NAME.toml``): every run not finished before, a run
     stopped half-way continued after its last complete round, a failed run reported while the others go
-    on (a run recorded beside the file, ``fedfit.app.records``, counts as finished); then its figures and
-    tables (``docs``: a docs folder, ``docs/``, whose results page
-    ``results/NAME.md`` is written with its figures and the results index, nothing else touched;
-    ``readme``: also written into that README's ``results:NAME`` section, figures copied to
-    ``docs/figures``; with either, every finished run's results are recorded). ``overrides``: ``key=value`` applied to every run;
-    ``plot_only``: only redo figures and tables; ``only``: run just the runs whose names match one of these
-    shell patterns (the tables still take every finished run). Every run's options are checked before the
-    first starts."""
+    on (a run recorded beside the file, ``fedfit.app.records``, counts as finished; one another experiment
+    recorded with the same options is recorded here too); then its figures and tables (``docs``: a docs
+    folder, ``docs/``, whose results page ``results/NAME.md`` is written with its figures and the results
+    index, nothing else touched; ``readme``: also written into that README's ``results:NAME`` section,
+    figures copied to ``docs/figures``; with either, every finished run's results are recorded).
+    ``overrides``: ``key=value`` applied to every run; ``plot_only``: only redo figures and tables;
+    ``only``: run just the runs whose names match one of these shell patterns (the tables still take every
+    finished run). Every run's options are checked before the first starts."""
     import fnmatch
     import shutil
 

@@ -27,8 +27,8 @@ An experiment file (``experiments/NAME.toml``)::
 
 Runs go to ``<out_dir>/<sweep name>/<run name>/``; a run whose ``summary.json`` exists, there or in its
 record (``fedfit.app.records``), is not run again, so an interrupted sweep resumes where it stopped (its
-line says so when it was made with an option other than the file now gives it). ``aggregate`` groups runs that differ only
-by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
+line says so when it was made with an option other than the file now gives it). ``aggregate`` groups runs
+that differ only by seed: final accuracy mean and spread (std across seeds), bytes per client-round; ``bounds_table``
 pairs every group with the bounds seed by seed; ``stability_table`` checks each run's last round;
 ``target_table`` times each group to a target accuracy on the simulated clock.
 """
