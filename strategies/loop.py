@@ -57,6 +57,7 @@ from strategies.exchange import Ahead, Exchanges, FederationError
 from strategies.global_state import GlobalState
 from strategies.metering import Meter, MeteredGrid, journal_bytes
 from strategies.nodes import NodeDirectory
+from strategies.push_errors import PushTolerantGrid
 from strategies.round_log import COUNTED, RoundLog, personal_state
 from strategies.run_header import announce, announce_missing, config_record
 from strategies.sampling import ClientSampler
@@ -91,6 +92,7 @@ class Federation:
         if cfg["tracker"] != "none":
             own.append(Track(cfg["tracker"]))
         self.callbacks: list[Callback] = [*own, *callbacks]
+        self.pushes = grid = PushTolerantGrid(grid, progress)  # a push Flower gives up on costs clients, not the run
         for cb in self.callbacks:
             grid = cb.wrap_grid(grid)
         self.meter = Meter(journal=self.run_dir / PENDING_TRAFFIC)
@@ -189,6 +191,7 @@ class Federation:
                    "resumed_after": done, "shared_parameters": self.layout.size,
                    "personal_parameters": self.personal.numbers, "resume_setup_bytes_wire": resume_setup,
                    "resume_lost_bytes_wire": lost, "node_counted_bytes_wire": self.metered.nodes.total(),
+                   "push_errors": len(self.pushes.push_errors),
                    "sim_total_s": self.clock.now if self.clock else None,
                    "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
         self.writer.save_state(self.layout.unpack(self.model.flat, copy=True))
