@@ -56,7 +56,7 @@ from strategies.evaluation import Evaluation
 from strategies.exchange import Ahead, Exchanges, FederationError
 from strategies.global_state import GlobalState
 from strategies.metering import Meter, MeteredGrid, journal_bytes
-from strategies.nodes import NodeDirectory
+from strategies.nodes import NodeDirectory, hello_messages
 from strategies.push_errors import PushTolerantGrid
 from strategies.round_log import COUNTED, RoundLog, personal_state
 from strategies.run_header import announce, announce_missing, config_record
@@ -119,7 +119,8 @@ class Federation:
         """The run's stateful parts by name, as the checkpoint holds them."""
         parts: dict[str, Saveable] = {"global": self.model, "strategy": self.aggregator,
                                       "ledger": self.aggregator.ledger, "exchanges": self.exchanges,
-                                      "traffic": self.traffic, "method": self.method}
+                                      "traffic": self.traffic, "method": self.method,
+                                      "node_counts": self.metered.nodes}
         if self.clock is not None:
             parts["clock"] = self.clock
         parts.update({cb.checkpoint_key: cb for cb in self.callbacks if getattr(cb, "checkpoint_key", None)})
@@ -182,6 +183,7 @@ class Federation:
             view = self.view()
             for cb in self.callbacks:
                 cb.on_round_end(view, record)
+        final = self._final_ledgers()
         records = self.writer.records
         failures = [f for r in records for f in r.failures]
         counted = [f for f in failures if f["kind"] in COUNTED]
@@ -191,7 +193,8 @@ class Federation:
                    "resumed_after": done, "shared_parameters": self.layout.size,
                    "personal_parameters": self.personal.numbers, "resume_setup_bytes_wire": resume_setup,
                    "resume_lost_bytes_wire": lost, "node_counted_bytes_wire": self.metered.nodes.total(),
-                   "push_errors": len(self.pushes.push_errors),
+                   "node_counted_by_run": self.metered.nodes.by_run() or None,
+                   "push_errors": len(self.pushes.push_errors), "final_bytes_wire": final,
                    "sim_total_s": self.clock.now if self.clock else None,
                    "refused_nodes": [{"node": n, "reason": r} for n, r in self.directory.refused]}
         self.writer.save_state(self.layout.unpack(self.model.flat, copy=True))
@@ -200,6 +203,15 @@ class Federation:
         for cb in self.callbacks:
             cb.on_run_end(view, summary)
         return summary
+
+    def _final_ledgers(self) -> int:
+        """Deployed (a reply carried a SuperNode's byte ledger, ``clients.ledger``): one last hello to every
+        connected node collects each one's totals, so what a node pulled after its last answer (a message it
+        was killed on, a reply that came too late) is counted; returns the hello exchange's wire bytes."""
+        if not self.metered.nodes.latest:
+            return 0
+        self.metered.send_and_receive(hello_messages(self.metered.get_node_ids()), timeout=self.cfg["timeout_s"])
+        return self.traffic.setup_bytes()
 
     def _round(self, server_round: int, rounds: int, ahead: Ahead | None) -> tuple[RoundRecord, Ahead | None]:
         """Round ``server_round``: its training (already sent with the last evaluation when ``ahead``), its

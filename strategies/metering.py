@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from flwr.app import Message
@@ -106,12 +107,13 @@ def message_key(msg: Message, reply: bool = False) -> tuple[int, str]:
 
 class NodeCounts:
     """What the SuperNodes counted themselves (``clients.ledger``): the latest ledger totals each partition
-    reported (every Flower run of this fedfit run) and the wire size of the reply that carried them (not in
-    its own totals). ``total()``: the bytes the SuperNodes received and sent, as they counted them; None
-    when no reply carried a ledger (simulation)."""
+    reported, per Flower run of this fedfit run (a resumed run is a new Flower run), and the wire size of
+    the reply that carried them (not in its own totals; it belongs to the Flower run that pulled it).
+    ``by_run()``: {Flower run id: bytes the SuperNodes received and sent in it}; ``total()``: all of them;
+    None when no reply carried a ledger (simulation)."""
 
     def __init__(self) -> None:
-        self.latest: dict[int, tuple[int, int]] = {}  # partition -> (ledger bytes so far, carrying reply's bytes)
+        self.latest: dict[int, tuple[dict[str, int], str, int]] = {}  # partition -> (run: bytes, reply's run, its bytes)
 
     def read(self, reply: Message, wire: int) -> None:
         """Take (and remove) the ledger totals from ``reply``'s metrics; a malformed report is ignored."""
@@ -122,15 +124,37 @@ class NodeCounts:
         if not keys:
             return
         values = [metrics.pop(k) for k in keys]
+        runs: dict[str, int] = {}
         try:
-            counted, part = sum(int(v) for v in values), int(metrics[PARTITION])
+            for k, v in zip(keys, values):
+                run, direction = k[len(NODE_TRAFFIC) + 1:].rsplit(".", 1)
+                if direction not in ("rx", "tx") or isinstance(v, float) or int(v) < 0:
+                    return
+                runs[str(int(run))] = runs.get(str(int(run)), 0) + int(v)
+            part = int(metrics[PARTITION])
         except (TypeError, ValueError, KeyError):
             return
-        if counted >= 0 and part >= 0 and counted >= self.latest.get(part, (-1, 0))[0]:
-            self.latest[part] = (counted, wire)
+        before = self.latest.get(part)
+        if part >= 0 and (before is None or sum(runs.values()) >= sum(before[0].values())):
+            self.latest[part] = (runs, str(int(reply.metadata.run_id)), int(wire))
+
+    def by_run(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for runs, reply_run, wire in self.latest.values():
+            for run, n in runs.items():
+                out[run] = out.get(run, 0) + n
+            out[reply_run] = out.get(reply_run, 0) + wire
+        return out
 
     def total(self) -> int | None:
-        return sum(a + b for a, b in self.latest.values()) if self.latest else None
+        return sum(self.by_run().values()) if self.latest else None
+
+    def state(self) -> dict[str, Any]:
+        """Checkpointed: a resumed ServerApp keeps the reports of nodes that never answer it again."""
+        return {"latest": [[p, runs, run, wire] for p, (runs, run, wire) in sorted(self.latest.items())]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.latest = {int(p): (dict(runs), str(run), int(wire)) for p, runs, run, wire in state["latest"]}
 
 
 class MeteredGrid:

@@ -20,6 +20,12 @@ from fedfit import wire
 SETTLE_S = 10.0  # discovery ends when no new node has connected for this many seconds
 
 
+def hello_messages(nodes: list[int]) -> list[Message]:
+    """A "hello" query to each of ``nodes``: its reply names the partition the node holds."""
+    return [Message(RecordDict({wire.CONFIG: ConfigRecord({wire.PHASE: wire.HELLO})}), dst_node_id=int(n),
+                    message_type=MessageType.QUERY) for n in nodes]
+
+
 @dataclass
 class NodeDirectory:
     """partition id <-> node id of the nodes that answered; ``refused``: (node, reason)."""
@@ -69,9 +75,7 @@ class NodeDirectory:
                 if node in known:
                     self._add(node, int(known[node]))
             return
-        msgs = [Message(RecordDict({wire.CONFIG: ConfigRecord({wire.PHASE: wire.HELLO})}), dst_node_id=n,
-                        message_type=MessageType.QUERY) for n in new]
-        for r in grid.send_and_receive(msgs, timeout=timeout):
+        for r in grid.send_and_receive(hello_messages(new), timeout=timeout):
             node = int(r.metadata.src_node_id)
             if r.has_error():
                 self.refused.append((node, f"hello failed: {r.error.reason}"))

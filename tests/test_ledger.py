@@ -69,6 +69,10 @@ def test_a_deployed_node_counts_what_it_received_before_it_works_and_every_reply
                     dst_node_id=1, message_type=MessageType.QUERY)
     counts.read(stale, 10)  # an older report (fewer bytes) does not replace a newer one
     assert counts.total() == sum(totals(path)[7].values())
+    assert counts.by_run() == {"7": counts.total()}  # per Flower run (a resumed run is another one)
+    resumed = NodeCounts()  # checkpointed: a resumed ServerApp keeps what nodes reported to the last one
+    resumed.load_state(counts.state())
+    assert resumed.latest == counts.latest
 
     lines = [json.loads(ln) for ln in path.read_text().splitlines()]
     assert [(ln[1], ln[4]) for ln in lines] == [("rx", "query"), ("tx", "query")] * 3

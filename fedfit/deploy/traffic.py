@@ -63,11 +63,12 @@ def wait_for_run(run_id: int | str, connection: str = CONNECTION, env: dict[str,
 def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[dict[str, Any]]) -> Path:
     """Write Flower's own figure for the run into ``run_dir/flower_traffic.json`` beside fedfit's metering,
     with fedfit's totals for comparison. Flower counts the Fleet messages the SuperLink exchanged with
-    SuperNodes for its run, training and evaluation together, plus protocol requests; fedfit's total is
-    every round's training, evaluation, hello and resume bytes as the ServerApp sent and received them, and
-    (a finished run) what the SuperNodes counted they received and sent (``node_counted_bytes_wire``: it
-    leaves out messages no SuperNode pulled and takes in replies that came too late to be pulled). ``info``: ``run_info``'s entry, or the
-    entries of every Flower run a resumed run took (their figures are summed)."""
+    SuperNodes for its run, training and evaluation together, plus protocol requests. fedfit's total is
+    what the ServerApp sent and received: every round's training, evaluation, hello and resume bytes, and
+    the last hello that collects the SuperNodes' ledgers. A finished run adds what the SuperNodes counted
+    they received and sent (``node_counted_bytes_wire``, ``clients.ledger``: it leaves out messages no
+    SuperNode pulled and takes in replies that came too late to be pulled). ``info``: ``run_info``'s entry,
+    or the entries of every Flower run a resumed run took (their figures are summed)."""
     run_dir = Path(run_dir)
     infos = [info] if isinstance(info, dict) else list(info)
 
@@ -81,24 +82,32 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[d
                            "flower_outbound_bytes": flower("outbound-bytes"),
                            "flower_total_bytes": flower("total-bytes"),
                            "compute-time": infos[-1].get("compute-time"), "elapsed": infos[-1].get("elapsed")}
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if (run_dir / "rounds.jsonl").exists():
         from fedfit.results import read_rounds  # here, not at import: operator tooling loads no core module
 
         rows = read_rounds(run_dir)
         up = sum(r.get("bytes_up_wire", 0) + r.get("eval_bytes_up_wire", 0) for r in rows)
         down = sum(r.get("bytes_down_wire", 0) + r.get("eval_bytes_down_wire", 0) for r in rows)
-        other = sum(r.get("setup_bytes_wire", 0) + r.get("resume_bytes_wire", 0) for r in rows)
+        other = (sum(r.get("setup_bytes_wire", 0) + r.get("resume_bytes_wire", 0) for r in rows)
+                 + int(summary.get("final_bytes_wire") or 0))
         total = up + down + other
         rec.update(fedfit_up_wire_bytes=up, fedfit_down_wire_bytes=down, fedfit_setup_resume_wire_bytes=other,
                    fedfit_total_wire_bytes=total)
         if rec["flower_total_bytes"]:
             rec["flower_over_fedfit"] = rec["flower_total_bytes"] / max(total, 1)
-    summary = run_dir / "summary.json"
-    counted = json.loads(summary.read_text()).get("node_counted_bytes_wire") if summary.is_file() else None
+    counted = summary.get("node_counted_bytes_wire")
     if counted:  # what the SuperNodes counted themselves (clients.ledger): what crossed the network
         rec["fedfit_node_counted_wire_bytes"] = int(counted)
         if rec["flower_total_bytes"]:
             rec["flower_over_node_counted"] = rec["flower_total_bytes"] / int(counted)
+        by_run = summary.get("node_counted_by_run") or {}
+        rec["per_run"] = [{"run-id": i.get("run-id"), "flower_total_bytes": i.get("network-traffic", {}).get("total-bytes"),
+                           "node_counted_wire_bytes": by_run.get(str(i.get("run-id")))} for i in infos]
+        for r in rec["per_run"]:
+            if r["flower_total_bytes"] and r["node_counted_wire_bytes"]:
+                r["flower_over_node_counted"] = int(r["flower_total_bytes"]) / int(r["node_counted_wire_bytes"])
     path = run_dir / "flower_traffic.json"
     path.write_text(json.dumps(rec, indent=2) + "\n")
     return path
