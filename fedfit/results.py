@@ -128,7 +128,7 @@ def check_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = F
                              f"again with --overwrite (or choose another name=)")
 
 
-def _free_on_resume() -> set[str]:
+def free_on_resume() -> set[str]:
     """Options a resumed run may change: where the run folder is (it may have moved), where and how its
     clients run (engine group, but ``precision``, which changes the numbers on a GPU) and where its
     output goes."""
@@ -142,7 +142,7 @@ def _free_on_resume() -> set[str]:
 def option_changed(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """The first option whose value in ``cfg`` differs from the one ``run_dir`` was made with (its
     config.json), as (key, saved, now); None when none does or nothing was written yet. Options it does not
-    record, and ``_free_on_resume``, are not compared; an unreadable config.json is a RunFormatError."""
+    record, and ``free_on_resume``, are not compared; an unreadable config.json is a RunFormatError."""
     path = Path(run_dir) / "config.json"
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -152,7 +152,7 @@ def option_changed(run_dir: str | Path, cfg: dict[str, Any]) -> tuple[str, Any, 
         raise RunFormatError(f"{path}: unreadable ({e}); start the run again with --overwrite") from None
     from fedfit.config import defaults
 
-    free = _free_on_resume()
+    free = free_on_resume()
     for key in defaults():
         if key in free or key not in saved:
             continue

@@ -58,11 +58,11 @@ def same_run(record: Path, cfg: dict[str, Any]) -> bool:
     """Whether the finished ``record`` was made with ``cfg``'s options: every option that is not free to
     differ (``fedfit.results.option_changed``) is in its config.json, with the same value."""
     from fedfit.config import defaults
-    from fedfit.results import RunFormatError, _free_on_resume, option_changed
+    from fedfit.results import RunFormatError, free_on_resume, option_changed
 
     try:
         saved = json.loads((record / "config.json").read_text(encoding="utf-8"))
-        return (finished(record) and all(k in saved for k in set(defaults()) - _free_on_resume())
+        return (finished(record) and all(k in saved for k in set(defaults()) - free_on_resume())
                 and option_changed(record, cfg) is None)
     except (OSError, ValueError, RunFormatError):
         return False
