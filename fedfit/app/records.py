@@ -38,12 +38,16 @@ def record(run_dir: str | Path, records: str | Path) -> Path:
     """Copy the results of the finished run ``run_dir`` into ``records/<its name>/`` (each file written
     atomically, ``summary.json`` last, so a kill leaves the record unfinished, never half new); returns it."""
     src = Path(run_dir)
-    dst = Path(records) / src.name
     if not finished(src):
         raise FileNotFoundError(f"{src}: not a finished run (no summary.json)")
+    return _write(Path(records) / src.name, {f: (src / f).read_bytes() for f in RECORD_FILES})
+
+
+def _write(dst: Path, files: dict[str, bytes]) -> Path:
+    """Write a record's files (``RECORD_FILES`` order: summary.json, the mark of a finished one, last)."""
     (dst / "summary.json").unlink(missing_ok=True)
     for f in RECORD_FILES:
-        atomic.write_bytes(dst / f, (src / f).read_bytes())
+        atomic.write_bytes(dst / f, files[f])
     return dst
 
 
@@ -77,12 +81,10 @@ def adopt(cfg: dict[str, Any], records: str | Path) -> Path | None:
         return None
     for other in sorted(records.parent.glob("*/*")):
         if other.parent != records and same_run(other, cfg):
-            dst = records / cfg["name"]
-            (dst / "summary.json").unlink(missing_ok=True)
             saved = json.loads((other / "config.json").read_text(encoding="utf-8"))
             saved.update({k: cfg[k] for k in ("name", "out_dir", "tracker_group") if k in cfg})
-            atomic.write_text(dst / "config.json", json.dumps(saved, indent=2, sort_keys=True, default=str))
-            for f in RECORD_FILES[1:]:
-                atomic.write_bytes(dst / f, (other / f).read_bytes())
+            files = {f: (other / f).read_bytes() for f in RECORD_FILES}
+            files["config.json"] = json.dumps(saved, indent=2, sort_keys=True, default=str).encode()
+            _write(records / cfg["name"], files)
             return other
     return None

@@ -103,7 +103,8 @@ def record_flower_traffic(run_dir: str | Path, info: dict[str, Any] | Sequence[d
         if rec["flower_total_bytes"]:
             rec["flower_over_node_counted"] = rec["flower_total_bytes"] / int(counted)
         by_run = summary.get("node_counted_by_run") or {}
-        rec["per_run"] = [{"run-id": i.get("run-id"), "flower_total_bytes": i.get("network-traffic", {}).get("total-bytes"),
+        rec["per_run"] = [{"run-id": i.get("run-id"),
+                           "flower_total_bytes": i.get("network-traffic", {}).get("total-bytes"),
                            "node_counted_wire_bytes": by_run.get(str(i.get("run-id")))} for i in infos]
         for r in rec["per_run"]:
             if r["flower_total_bytes"] and r["node_counted_wire_bytes"]:
