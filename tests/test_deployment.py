@@ -222,7 +222,10 @@ def _tls_ok(host: str, port: int, ca: Path) -> bool:
         return False
 
 
-def _wait(what: str, cond, timeout: float, procs: Processes, watch: dict[str, subprocess.Popen], poll: float = 0.5):
+def _wait(what: str, cond, timeout: float, procs: Processes, watch: dict[str, subprocess.Popen], poll: float = 0.5,
+          report=None):
+    """Wait until ``cond()``; fails when a watched process exits or at ``timeout`` (s), with the watched
+    processes' log tails, or ``report()`` where given."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -230,10 +233,11 @@ def _wait(what: str, cond, timeout: float, procs: Processes, watch: dict[str, su
             return value
         for name, p in watch.items():
             if p.poll() is not None:
-                pytest.fail(f"{name} exited ({p.returncode}) while waiting for {what}:\n{procs.log(name)[-3000:]}")
+                detail = report() if report else procs.log(name)[-3000:]
+                pytest.fail(f"{name} exited ({p.returncode}) while waiting for {what}:\n{detail}")
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n}\n{procs.log(n)[-2000:]}" for n in watch)
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+            detail = report() if report else "\n".join(f"--- {n}\n{procs.log(n)[-2000:]}" for n in watch)
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
         time.sleep(poll)
 
 

@@ -60,6 +60,17 @@ def _unanswered_train(log: str) -> bool:
     return log.count("Receiving: train message") > log.count("train message answered")
 
 
+def _node_report(env: dict[str, str], procs, nodes: dict[str, subprocess.Popen]) -> str:
+    """What Flower says of each SuperNode (``flwr supernode ls``) and, per SuperNode process, whether it
+    runs and its last log lines: why a SuperNode is not back after a SuperLink restart."""
+    p = _flwr(["flwr", "supernode", "ls", deploy.CONNECTION, "--format", "json"], env)
+    lines = [f"flwr supernode ls: {p.stdout.strip()[-4000:]}"]
+    for name, q in nodes.items():
+        tail = procs.log(name).strip().splitlines()[-4:]
+        lines.append(f"--- {name}: {'running' if q.poll() is None else f'exited ({q.returncode})'}\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
 def _in_clientapp(ledger: Path) -> bool:
     """The SuperNode's ClientApp holds a message it has not answered (its byte ledger, clients.ledger, has
     more arrivals than replies): killed now, the message it pulled is in its own count too."""
@@ -171,8 +182,11 @@ def test_soak_kills_a_drop_a_rogue_and_a_superlink_restart_every_round_once(soak
                 sl = start_superlink("superlink-again")
                 info = wait_for_run(runs[0], env=env["operator"], timeout=300, poll=2.0)
                 assert info["status"] == "finished:failed", info  # Flower does not continue it
+                nodes = {name: q for k, (name, q) in current.items() if k.startswith("node")}
                 _wait("every SuperNode back", lambda: _nodes_online(env["operator"]) == n, 600, procs,
-                      {"superlink-again": sl}, poll=2.0)
+                      {"superlink-again": sl, **nodes}, poll=2.0,
+                      report=lambda: (_node_report(env["operator"], procs, nodes) + "\n--- superlink-again\n"
+                                      + procs.log("superlink-again")[-1500:]))
                 p = _flwr(b.plan.run_command(str(REPO), {**run_config, "resume": True}), env["operator"])
                 assert p.returncode == 0, p.stdout + p.stderr
                 runs.append(_json_out(p.stdout)["run-id"])
