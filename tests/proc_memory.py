@@ -19,15 +19,15 @@ from typing import Callable
 
 from fedfit.bench.memory import cmdline, descendants, process_table, pss_bytes
 
-KINDS = ("warm-worker", "flower-superlink", "flower-supernode", "flwr-serverapp", "flwr-clientapp",
-         "flower-superexec", "flwr-superexec")
+KINDS = ("warm-worker", "fedfit supernode", "flower-superlink", "flower-supernode", "flwr-serverapp",
+         "flwr-clientapp", "flower-superexec", "flwr-superexec")
 
 
 def kind_of(pid: int) -> str | None:
     """The Flower or fedfit program a process runs, by its command line (None for anything else)."""
     text = cmdline(pid)
     kind = next((k for k in KINDS if k in text), None)
-    return "fedfit warm-worker" if kind == "warm-worker" else kind
+    return {"warm-worker": "fedfit warm-worker", "fedfit supernode": "flower-supernode"}.get(kind, kind)
 
 
 def status_mb(pid: int, key: str) -> float:

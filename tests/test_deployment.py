@@ -530,7 +530,9 @@ def test_commands_parse_with_flowers_own_parsers(tmp_path):
     assert (sl.host, sl.port) == ("0.0.0.0", deploy.SUPERLINK_PORT)
     ports = set()
     for node in b.plan.nodes:
-        sn = _parse_args_run_supernode().parse_args(b.plan.supernode_command(node)[1:])
+        cmd = b.plan.supernode_command(node)
+        assert cmd[:2] == ["fedfit", "supernode"]  # flower-supernode's options, clients.supernode's fix
+        sn = _parse_args_run_supernode().parse_args(cmd[2:])
         assert sn.superlink == f"server.lan:{deploy.SUPERLINK_PORT}" and not sn.insecure
         assert (sn.root_certificates, sn.auth_supernode_private_key) == ("ca.crt", "node.key")
         assert parse_config_args([sn.node_config]) == {"partition-id": node.index, "cache-dir": f"/data/c{node.index}"}

@@ -448,10 +448,24 @@ def build_parser() -> argparse.ArgumentParser:
     ww.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) is gone")
     ww.add_argument("--remove-dir", action="store_true", help="remove the socket's folder on exit")
     ww.set_defaults(fn=_warm_worker)
+    sn = sub.add_parser("supernode", help="Flower's flower-supernode (same options), with a message whose run "
+                        "stopped while it was received dropped (clients.supernode; started by the SuperNode's "
+                        "start.sh)", epilog=deploy_docs, add_help=False)
+    sn.add_argument("flower_args", nargs=argparse.REMAINDER, help="flower-supernode's options")
+    sn.set_defaults(fn=_supernode)
     return p
 
 
+def _supernode(args: argparse.Namespace) -> int:
+    from clients.supernode import main
+
+    return main(args.flower_args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["supernode"]:  # every option after it is flower-supernode's, even --help
+        return _supernode(argparse.Namespace(flower_args=argv[1:]))
     args = build_parser().parse_args(argv)
     from fedfit.backbones import BackboneError
     from fedfit.client_state import ClientStateError

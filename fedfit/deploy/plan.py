@@ -5,7 +5,9 @@
 without TLS. ``flower-supernode --superlink HOST:PORT --root-certificates CA
 --auth-supernode-private-key KEY --node-config '...'``; its own Runtime API listens on ``--host`` /
 ``--port`` (default 9094), so SuperNodes sharing one host need distinct ``--port`` values
-(``--clientappio-api-address`` is gone in 1.41).
+(``--clientappio-api-address`` is gone in 1.41). SuperNodes run as ``fedfit supernode`` with the same
+options: Flower's ``flower-supernode`` with a message whose run stopped while it was received dropped, not
+left to be answered in place of the next one (``clients.supernode``).
 """
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ class Plan:
     # --- each SuperNode machine
     def supernode_command(self, node: Node | int, ca_cert: str | None = None) -> list[str]:
         node = self.nodes[node] if isinstance(node, int) else node
-        cmd = ["flower-supernode", "--superlink", self.address, "--host", "127.0.0.1", "--port", str(node.port)]
+        cmd = ["fedfit", "supernode", "--superlink", self.address, "--host", "127.0.0.1", "--port", str(node.port)]
         if self.insecure:
             cmd += ["--insecure"]
         else:

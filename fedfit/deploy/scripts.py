@@ -43,7 +43,7 @@ while true; do
   rc=0; wait "$SN_PID" || rc=$?
   SN_PID=""
   if [ "$rc" != 1 ]; then exit "$rc"; fi
-  echo "fedfit: flower-supernode stopped with an error (above); starting it again in 10 s" >&2
+  echo "fedfit: the SuperNode stopped with an error (above); starting it again in 10 s" >&2
   sleep 10
 done
 """
