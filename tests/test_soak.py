@@ -181,8 +181,8 @@ def test_soak_kills_a_drop_a_rogue_and_a_superlink_restart_every_round_once(soak
                       {"superlink": sl}, poll=0.1)
                 kill(sl)
                 killed_superlink[0] = True
-                event(f"SuperLink killed while SuperNodes train (rounds recorded: 0-{rounds_done()})")
-                assert rounds_done() < last
+                event(f"SuperLink killed while SuperNodes train (rounds recorded: 0-{rounds_recorded()})")
+                assert rounds_recorded() < last
                 sl = start_superlink("superlink-again")
                 info = wait_for_run(runs[0], env=env["operator"], timeout=300, poll=2.0)
                 assert info["status"] == "finished:failed", info  # Flower does not continue it
