@@ -288,8 +288,9 @@ def test_soak_kills_a_drop_a_rogue_and_a_superlink_restart_every_round_once(soak
     # the deployment learns what the same federation with the same failures learns in simulation
     assert abs(rounds[-1]["acc_mean"] - sim0[-1]["acc_mean"]) <= 0.03, (rounds[-1]["acc_mean"], sim0[-1]["acc_mean"])
     assert traffic["flower_total_bytes"] > 0 and traffic["fedfit_setup_resume_wire_bytes"] > 0
-    # what the SuperNodes counted (clients.ledger), per Flower run, against Flower's figure: measured, reported,
-    # and within 10% (not the 0.5% issue 31 asks: the first run loses the replies in flight when its SuperLink
-    # is killed; the resumed one has differed by one training message, cause not found - docs/reliability.md)
+    # what the SuperNodes counted (clients.ledger), per Flower run, against Flower's figure: within 0.5% at 16
+    # SuperNodes or more (the soak at scale); 10% in the short soak, where the few replies in flight when the
+    # SuperLink is killed (counted by their SuperNodes, never received) are a large share (docs/reliability.md)
+    tolerance = 0.005 if n >= 16 else 0.10
     for run in traffic["per_run"]:
-        assert abs(run["flower_over_node_counted"] - 1) < 0.10, traffic
+        assert abs(run["flower_over_node_counted"] - 1) < tolerance, traffic
